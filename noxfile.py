@@ -1,0 +1,80 @@
+"""Sessions that build, lint, type-check and test the four loftr packages.
+
+``nox -l`` lists them. ``nox -s tests-3.10`` is the test command the README gives; arguments
+after ``--`` reach pytest, e.g. ``nox -s tests-3.11 -- -k attention -x``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.sessions = ["tests-3.11", "lint", "typecheck"]
+nox.options.error_on_missing_interpreters = True
+
+ROOT = Path(__file__).resolve().parent
+PACKAGES = ["loftr-attention", "loftr-core", "loftr-data", "loftr-train"]
+PACKAGE_PATHS = [f"packages/{name}" for name in PACKAGES]
+SRC_PATHS = [f"packages/{name}/src" for name in PACKAGES]
+# The one torch every session installs first, so pip never picks a surprise build. On Python 3.11
+# this machine has a local CPU wheel; other Pythons download the registry's build (cached by pip).
+TORCH = os.environ.get("LOFTR_TORCH", "torch==2.13.0")
+TEST_DEPS = ["pytest>=8", "hypothesis>=6", "kornia>=0.7"]
+PYTHONS = ["3.10", "3.11", "3.12"]
+
+
+def _install_torch(session: nox.Session) -> None:
+    session.install(TORCH)
+
+
+@nox.session(python=PYTHONS)
+def tests(session: nox.Session) -> None:
+    """Install the four packages (non-editable) and run every package's tests."""
+    _install_torch(session)
+    session.install(*PACKAGE_PATHS, *TEST_DEPS)
+    session.run("python", "-m", "pytest", *PACKAGE_PATHS, *session.posargs)
+
+
+@nox.session(python="3.11")
+def lint(session: nox.Session) -> None:
+    """Ruff lint and format check over the whole repository."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python="3.11")
+def typecheck(session: nox.Session) -> None:
+    """Mypy over the sources of the four packages."""
+    _install_torch(session)
+    session.install(*PACKAGE_PATHS, "mypy>=1.10", "types-PyYAML", "types-tqdm")
+    session.run("mypy", *SRC_PATHS)
+
+
+@nox.session(python="3.11")
+def build(session: nox.Session) -> None:
+    """Build an sdist and a wheel per package; install each wheel alone in a fresh venv and import it."""
+    session.install("build>=1.0")
+    dist = ROOT / "dist"
+    for name in PACKAGES:
+        session.run("python", "-m", "build", "--outdir", str(dist), f"packages/{name}")
+    tmp = Path(session.create_tmp())
+    for name in PACKAGES:
+        wheels = sorted(dist.glob(f"{name.replace('-', '_')}-*.whl"))
+        if not wheels:
+            session.error(f"no wheel for {name} in {dist}")
+        env = tmp / f"venv-{name}"
+        session.run("python", "-m", "venv", "--clear", str(env), external=True)
+        py = str(env / "bin" / "python")
+        session.run(py, "-m", "pip", "install", "-q", TORCH, external=True)
+        # Siblings are not on the registry: let pip find them among the wheels just built.
+        session.run(
+            py, "-m", "pip", "install", "-q", "--find-links", str(dist), str(wheels[-1]),
+            external=True,
+        )
+        module = name.replace("-", "_")
+        session.run(py, "-c", f"import {module}; print({module}.__name__, {module}.__version__)",
+                    external=True)
