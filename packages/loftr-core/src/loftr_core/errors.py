@@ -1,0 +1,26 @@
+"""The error hierarchy of loftr-core.
+
+Every error raised on bad user input is a :class:`LoftrError` and also subclasses the matching
+builtin (``ValueError``...), so ``except ValueError`` keeps working. Messages say what failed, the
+offending value, what is allowed and how to fix it.
+"""
+
+from __future__ import annotations
+
+__all__ = ["CheckpointError", "ConfigError", "InputError", "LoftrError"]
+
+
+class LoftrError(Exception):
+    """Base class of every error raised by loftr-core."""
+
+
+class ConfigError(LoftrError, ValueError):
+    """A model configuration value is invalid (names the field, the value and what is allowed)."""
+
+
+class CheckpointError(LoftrError, ValueError):
+    """A checkpoint cannot be read or does not fit the model it is loaded into."""
+
+
+class InputError(LoftrError, ValueError):
+    """The tensors passed to the model or the matcher have the wrong type, dtype or shape."""
