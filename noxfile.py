@@ -56,7 +56,7 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def build(session: nox.Session) -> None:
-    """Build an sdist and a wheel per package; install each wheel alone in a fresh venv and import it."""
+    """Build sdist + wheel per package; install each wheel alone in a fresh venv and import it."""
     session.install("build>=1.0")
     dist = ROOT / "dist"
     for name in PACKAGES:
