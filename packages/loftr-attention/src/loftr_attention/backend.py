@@ -20,9 +20,9 @@ class AttentionBackend(nn.Module):
     Contract, on ``(B, H, L, D)`` tensors (the layout ``scaled_dot_product_attention`` uses):
 
     * ``forward(q, k, v, *, q_mask=None, kv_mask=None)`` with ``q`` ``(B, H, L, D)``, ``k``
-      ``(B, H, S, D)``, ``v`` ``(B, H, S, Dv)``, all the same floating dtype and device; masks are
+      ``(B, H, S, D)``, ``v`` ``(B, H, S, D)``, all the same floating dtype and device; masks are
       ``bool`` ``(B, L)`` / ``(B, S)`` with ``True`` = valid token.
-    * Returns ``(B, H, L, Dv)`` with the dtype of ``q`` (it may be a non-contiguous view).
+    * Returns ``(B, H, L, D)`` with the dtype of ``q`` (it may be a non-contiguous view).
     * Masked keys/values never influence the output; a query row that is masked, or that has no
       valid key, gives zeros (never NaN).
     * Dropout (if any) only while ``self.training``. No process-wide torch flags.
@@ -51,12 +51,12 @@ class AttentionBackend(nn.Module):
         Args:
             q: Queries ``(B, H, L, D)``, floating.
             k: Keys ``(B, H, S, D)``, same dtype/device as ``q``.
-            v: Values ``(B, H, S, Dv)``, same dtype/device as ``q``.
+            v: Values ``(B, H, S, D)``, same dtype/device as ``q``.
             q_mask: Optional ``bool`` ``(B, L)``, ``True`` = valid query.
             kv_mask: Optional ``bool`` ``(B, S)``, ``True`` = valid key/value.
 
         Returns:
-            ``(B, H, L, Dv)`` tensor with the dtype of ``q``; zero rows for masked queries.
+            ``(B, H, L, D)`` tensor with the dtype of ``q``; zero rows for masked queries.
 
         Raises:
             AttentionInputError: Malformed input (ranks, shapes, mask dtype).
@@ -86,10 +86,10 @@ class AttentionBackend(nn.Module):
                 "(N, L, H, C/H) and transpose(1, 2)."
             )
         b, h, _, d = q.shape
-        if k.shape[0] != b or k.shape[1] != h or k.shape[3] != d or v.shape[:3] != k.shape[:3]:
+        if k.shape[0] != b or k.shape[1] != h or k.shape[3] != d or v.shape != k.shape:
             raise AttentionInputError(
                 f"{name}: incompatible shapes q {tuple(q.shape)}, k {tuple(k.shape)}, "
-                f"v {tuple(v.shape)}; expected q (B, H, L, D), k (B, H, S, D), v (B, H, S, Dv)"
+                f"v {tuple(v.shape)}; expected q (B, H, L, D), k and v (B, H, S, D)"
             )
         if k.dtype != q.dtype or v.dtype != q.dtype:
             raise AttentionInputError(

@@ -136,8 +136,8 @@ class BackendManager:
             self._load_entry_points()
             specs: dict[str, BackendSpec] = {}
             impls = self._pm.hook.loftr_attention_backends.get_hookimpls()
-            # pluggy lists implementations last-registered first; show built-ins first.
-            for impl in reversed(impls):
+            # get_hookimpls() lists implementations in registration order: built-ins first.
+            for impl in impls:
                 origin = self._origins.get(impl.plugin_name, f"plugin {impl.plugin_name!r}")
                 for spec in self._call(impl, origin):
                     if spec.name in specs:

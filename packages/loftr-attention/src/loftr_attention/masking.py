@@ -25,7 +25,7 @@ def row_valid(q_mask: Tensor | None, kv_mask: Tensor | None) -> Tensor | None:
 
 
 def zero_invalid_rows(out: Tensor, q_mask: Tensor | None, kv_mask: Tensor | None) -> Tensor:
-    """Set the rows of ``out`` ``(B, H, L, Dv)`` without a defined output to exactly 0 (not NaN)."""
+    """Set the rows of ``out`` ``(B, H, L, D)`` without a defined output to exactly 0 (not NaN)."""
     valid = row_valid(q_mask, kv_mask)
     if valid is None:
         return out

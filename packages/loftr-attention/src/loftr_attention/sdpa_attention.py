@@ -60,7 +60,8 @@ class FlashAttention(AttentionBackend):
 
     CPU: torch's CPU flash kernel, every floating dtype, masks supported (as a boolean key mask).
     CUDA: the FlashAttention-2 kernel, float16/bfloat16 only and NO masks (the kernel takes no
-    ``attn_mask``); head dim and GPU architecture limits are torch's. Anything the kernel rejects
+    ``attn_mask``); head dim and GPU architecture limits are torch's. Training-mode dropout is
+    supported on CUDA only (torch's CPU flash kernel has none). Anything the kernel rejects
     raises :class:`~loftr_attention.UnsupportedInputError`; there is no fallback.
 
     Args:
@@ -83,6 +84,12 @@ class FlashAttention(AttentionBackend):
     def attend(
         self, q: Tensor, k: Tensor, v: Tensor, q_mask: Tensor | None, kv_mask: Tensor | None
     ) -> Tensor:
+        if self.training and self.dropout > 0.0 and q.device.type == "cpu":
+            raise UnsupportedInputError(
+                f"FlashAttention: dropout={self.dropout} in training mode is not supported on cpu "
+                "(torch's CPU flash kernel has no dropout). Use 'sdpa' or 'full' for training with "
+                "dropout on CPU, call .eval(), or set dropout=0."
+            )
         return _sdpa(self, SDPBackend.FLASH_ATTENTION, q, k, v, q_mask, kv_mask, self.dropout)
 
 

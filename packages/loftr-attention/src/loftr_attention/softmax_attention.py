@@ -86,14 +86,14 @@ def chunked_softmax_attention(
     ``max_chunk_elements`` scores plus per-row statistics, independent of ``L``.
 
     Args:
-        q: ``(B, H, L, D)``; k: ``(B, H, S, D)``; v: ``(B, H, S, Dv)``, one dtype and device.
+        q: ``(B, H, L, D)``; k: ``(B, H, S, D)``; v: ``(B, H, S, D)``, one dtype and device.
         q_mask: ``bool`` ``(B, L)`` or None; kv_mask: ``bool`` ``(B, S)`` or None.
         dropout: Dropout probability on the attention weights (0 = none); the caller passes 0
             outside training.
         max_chunk_elements: Bound on the score-block size, in elements.
 
     Returns:
-        ``(B, H, L, Dv)`` in the dtype of ``q``; zero rows for masked queries or rows without keys.
+        ``(B, H, L, D)`` in the dtype of ``q``; zero rows for masked queries or rows without keys.
     """
     b, h, length, d = q.shape
     source = k.shape[2]
