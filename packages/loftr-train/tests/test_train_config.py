@@ -1,0 +1,96 @@
+"""The training configuration: YAML + overrides, typed validation, shipped configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from loftr_core.errors import ConfigError
+from loftr_train.train_config import (
+    TrainConfig,
+    apply_overrides,
+    builtin_configs,
+    load_config,
+)
+
+
+def test_shipped_configs_load_and_roundtrip() -> None:
+    assert {"megadepth_outdoor_ds", "synthetic_homography"} <= set(builtin_configs())
+    for name in builtin_configs():
+        cfg = load_config(name)
+        again = TrainConfig.from_dict(yaml.safe_load(cfg.to_yaml()))
+        assert again == cfg
+
+
+def test_outdoor_config_is_the_original_recipe() -> None:
+    cfg = load_config("megadepth_outdoor_ds")
+    assert cfg.optim.optimizer == "adamw"
+    assert cfg.optim.adamw_decay == 0.1
+    assert cfg.optim.canonical_lr == 8e-3
+    assert cfg.optim.canonical_bs == 64
+    assert cfg.optim.gradient_clipping == 0.5
+    assert cfg.schedule.warmup_step == 1875
+    assert cfg.schedule.warmup_ratio == 0.1
+    assert cfg.schedule.milestones == [8, 12, 16, 20, 24]
+    assert cfg.schedule.gamma == 0.5
+    model = cfg.model.build()
+    assert model.match_coarse.match_type == "dual_softmax"
+    assert model.match_coarse.train_coarse_percent == 0.3
+    assert cfg.trainer.seed == 66 and cfg.sampler.n_samples_per_subset == 100
+
+
+def test_overrides_are_dotted_and_yaml_parsed(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("optim: {canonical_lr: 0.004}\nschedule: {milestones: [1, 2]}\n")
+    cfg = load_config(
+        path,
+        [
+            "optim.canonical_lr=1e-3",
+            "schedule.milestones=[3, 6, 9]",
+            "model.options.match_coarse.thr=0.1",
+            "trainer.max_steps=7",
+            "trainer.precision=32",
+            "data.root=null",
+        ],
+    )
+    assert cfg.optim.canonical_lr == pytest.approx(1e-3)
+    assert cfg.schedule.milestones == [3, 6, 9]
+    assert cfg.model.build().match_coarse.thr == pytest.approx(0.1)
+    assert cfg.trainer.max_steps == 7
+    assert cfg.trainer.precision == "32"
+    assert cfg.data.root is None
+
+
+def test_apply_overrides_does_not_mutate_input() -> None:
+    base = {"optim": {"canonical_lr": 1.0}}
+    out = apply_overrides(base, ["optim.canonical_lr=2.0", "a.b.c=3"])
+    assert base == {"optim": {"canonical_lr": 1.0}}
+    assert out == {"optim": {"canonical_lr": 2.0}, "a": {"b": {"c": 3}}}
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("optim.lr=3", "valid keys are ['optimizer', 'canonical_lr'"),
+        ("optimm.canonical_lr=3", "valid keys are ['model', 'data'"),
+        ("model.options.match_coarse.foo=1", "'thr'"),
+        ("trainer.precision=16", "['32', 'bf16', 'fp16']"),
+        ("data.batch_size=two", "allowed is an integer"),
+        ("data.batch_size=0", "> 0"),
+        ("schedule.milestones=[5, 3]", "increasing"),
+        ("loss.sparse_spvs=false", "sparse_spvs"),
+        ("nonsense", "dotted.key=value"),
+    ],
+)
+def test_bad_keys_and_values_are_clear_errors(override: str, needle: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config("synthetic_homography", [override])
+    assert needle in str(info.value)
+    assert isinstance(info.value, ValueError)
+
+
+def test_unknown_config_name_lists_shipped() -> None:
+    with pytest.raises(ConfigError, match="synthetic_homography"):
+        load_config("no_such_config")
