@@ -78,3 +78,29 @@ def build(session: nox.Session) -> None:
         module = name.replace("-", "_")
         session.run(py, "-c", f"import {module}; print({module}.__name__, {module}.__version__)",
                     external=True)
+
+
+@nox.session(python="3.11")
+def plugin_example(session: nox.Session) -> None:
+    """Build the example attention plugin, pip-install it beside loftr-attention in a fresh venv,
+    and show it is discovered by name, passes the conformance kit, and disappears when plugin
+    autoloading is disabled."""
+    _install_torch(session)
+    wheels = Path(session.create_tmp()) / "plugin-wheels"
+    session.run(
+        "python",
+        "-m",
+        "pip",
+        "wheel",
+        "-q",
+        "--no-deps",
+        "-w",
+        str(wheels),
+        "packages/loftr-attention",
+        "examples/attention-plugin",
+    )
+    # loftr-attention is not on the registry: pip resolves it among the wheels just built.
+    session.install("--find-links", str(wheels), "loftr-attention-example-plugin")
+    check = "examples/attention-plugin/check_installed.py"
+    session.run("python", check, "present", env={"LOFTR_ATTENTION_DISABLE_PLUGIN_AUTOLOAD": ""})
+    session.run("python", check, "absent", env={"LOFTR_ATTENTION_DISABLE_PLUGIN_AUTOLOAD": "1"})
