@@ -193,11 +193,14 @@ class SceneBalancedSampler(Sampler[int]):
         return self.num_samples - self._resume_offset
 
     def __iter__(self) -> Iterator[int]:
+        # Set up eagerly (not inside a generator) so state_dict() is right before the first next().
         start = self._resume_offset
         self._resume_offset = 0
-        shard = self.rank_indices()
         self._yielded = start
-        for value in shard[start:].tolist():
+        return self._generate(self.rank_indices()[start:].tolist())
+
+    def _generate(self, values: list[int]) -> Iterator[int]:
+        for value in values:
             self._yielded += 1
             yield value
 
