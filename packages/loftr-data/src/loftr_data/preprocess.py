@@ -155,13 +155,19 @@ def read_depth(path: Path, pad_to: int = DEPTH_PAD_SIZE) -> torch.Tensor:
                     f"depth file {path} has no dataset 'depth' (found {sorted(f.keys())}); "
                     "MegaDepth depth maps store it under 'depth'"
                 )
-            depth = np.asarray(f["depth"], dtype=np.float32)
+            dset = f["depth"]
+            shape = tuple(dset.shape)
+            if len(shape) != 2 or shape[0] > pad_to or shape[1] > pad_to:
+                raise DatasetFileError(
+                    f"depth map {path} has shape {shape}; expected 2-D and at most "
+                    f"{pad_to}x{pad_to}"
+                )
+            out = np.zeros((pad_to, pad_to), dtype=np.float32)
+            region = np.s_[: shape[0], : shape[1]]
+            if dset.dtype == np.float32 and shape[0] * shape[1] > 0:
+                dset.read_direct(out, np.s_[:, :], region)  # decode straight into the padding
+            else:
+                out[region] = np.asarray(dset, dtype=np.float32)
     except OSError as exc:
         raise DatasetFileError(f"cannot read depth file {path}: {exc}") from exc
-    if depth.ndim != 2 or depth.shape[0] > pad_to or depth.shape[1] > pad_to:
-        raise DatasetFileError(
-            f"depth map {path} has shape {depth.shape}; expected 2-D and at most {pad_to}x{pad_to}"
-        )
-    out = torch.zeros((pad_to, pad_to), dtype=torch.float32)
-    out[: depth.shape[0], : depth.shape[1]] = torch.from_numpy(depth)
-    return out
+    return torch.from_numpy(out)
