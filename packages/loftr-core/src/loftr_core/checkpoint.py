@@ -389,6 +389,7 @@ def load_model(
     *,
     device: str | torch.device = "cpu",
     attention: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
 ) -> torch.nn.Module:
     """Build a LoFTR model from a checkpoint in any supported layout, in eval mode.
 
@@ -398,6 +399,8 @@ def load_model(
             :func:`resolve_config`).
         device: where to put the model.
         attention: override the attention backend of both transformers (e.g. ``"sdpa"``).
+        overrides: further config changes, as for :meth:`LoFTRConfig.replace`, e.g.
+            ``{"match_coarse": {"thr": 0.1}}``; the DS/OT kind cannot be changed.
 
     Returns:
         ``loftr_core.model.LoFTR`` with the checkpoint's weights, ``eval()``-ed.
@@ -411,6 +414,13 @@ def load_model(
     config, _ = resolve_config(ckpt, preset)
     if attention is not None:
         config = config.replace(coarse={"attention": attention}, fine={"attention": attention})
+    if overrides:
+        config = config.replace(**dict(overrides))
+        if config.match_coarse.match_type != ckpt.match_type:
+            raise CheckpointError(
+                f"overrides change match_type to {config.match_coarse.match_type!r} but checkpoint "
+                f"{str(ckpt.path)!r} is a {_kind(ckpt.match_type)} checkpoint"
+            )
     model = LoFTR(config)
     check_state_dict(model.state_dict(), ckpt.state_dict, source=f"checkpoint {str(ckpt.path)!r}")
     model.load_state_dict(ckpt.state_dict, strict=True)

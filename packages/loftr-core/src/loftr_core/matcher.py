@@ -1,0 +1,347 @@
+"""The high-level matching API: images in, keypoints in original pixels out.
+
+:class:`Matcher` wraps a :class:`~loftr_core.model.LoFTR` model and does everything around it:
+
+1. read / convert each image to grayscale (:mod:`loftr_core.image_io`: files exactly like the
+   original's ``cv2.imread(IMREAD_GRAYSCALE)``, arrays with ``cv2.cvtColor`` weights);
+2. optionally resize so the longer side is ``resize`` px (the original's rounding, bilinear);
+3. zero-pad bottom/right to a multiple of 8 (and to the largest image of the batch), with coarse
+   masks marking every 8x8 cell that holds image content as valid;
+4. run the model (optionally under autocast in bf16/fp16) and map the keypoints back to the
+   ORIGINAL image's pixel coordinates (``x * W / W'``, ``y * H / H'``, like the original's
+   ``scale0/scale1``).
+
+Smallest image: the coarse matcher drops ``border_rm`` cells at every border of the valid region,
+so an image needs at least ``2 * border_rm + 1`` coarse cells with content per side, i.e. at
+least ``16 * border_rm + 1`` px (33 px for the official ``border_rm=2``; a 33-px side has 5 cells,
+the last one partly padded, and only the middle one can match), and never less than 8 px.
+Smaller inputs raise :class:`~loftr_core.errors.InputError` naming the size. There is no upper
+limit from the model (our positional encoding is not a fixed 256x256-cell table); memory grows
+with ``(H*W/64)^2`` for the coarse confidence matrix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from loftr_core.errors import ConfigError, InputError
+from loftr_core.image_io import ImageLike, resize_long_side, to_gray
+
+__all__ = ["MatchResult", "Matcher", "min_image_size", "resolve_dtype"]
+
+logger = logging.getLogger(__name__)
+
+DIVISOR = 8  # the coarse stride: model inputs must be multiples of it
+
+_DTYPES: dict[str, torch.dtype] = {
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+    "half": torch.float16,
+}
+
+
+@dataclass(frozen=True)
+class MatchResult:
+    """Matches of one image pair, in ORIGINAL image pixels.
+
+    Attributes:
+        keypoints0: ``(M, 2)`` float32 ``(x, y)`` in image 0.
+        keypoints1: ``(M, 2)`` float32 ``(x, y)`` in image 1.
+        confidence: ``(M,)`` float32 coarse matching confidence in (thr, 1].
+        image0_size: ``(H, W)`` of the original image 0.
+        image1_size: ``(H, W)`` of the original image 1.
+    """
+
+    keypoints0: np.ndarray
+    keypoints1: np.ndarray
+    confidence: np.ndarray
+    image0_size: tuple[int, int]
+    image1_size: tuple[int, int]
+
+    def __len__(self) -> int:
+        return int(self.confidence.shape[0])
+
+
+def min_image_size(border_rm: int) -> int:
+    """Smallest image side (px) from which a model with this ``border_rm`` can return a match."""
+    return max(DIVISOR, 2 * border_rm * DIVISOR + 1)
+
+
+def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
+    """Check that ``dtype`` (``"fp32"``, ``"bf16"``, ``"fp16"`` or a torch dtype) runs on ``device``.
+
+    Raises:
+        ConfigError: unknown name, fp16 on CPU, bf16 on a GPU without bf16 support.
+    """
+    if isinstance(dtype, torch.dtype):
+        resolved = dtype
+    elif isinstance(dtype, str) and dtype.lower() in _DTYPES:
+        resolved = _DTYPES[dtype.lower()]
+    else:
+        raise ConfigError(f"dtype={dtype!r} is not supported; choose one of fp32, bf16, fp16")
+    if resolved not in (torch.float32, torch.bfloat16, torch.float16):
+        raise ConfigError(f"dtype={resolved} is not supported; choose one of fp32, bf16, fp16")
+    if resolved == torch.float16 and device.type == "cpu":
+        raise ConfigError(
+            "dtype fp16 is not supported on the CPU (slow or missing kernels); use bf16 or fp32 "
+            "on the CPU, or fp16 on a CUDA device"
+        )
+    if resolved == torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError(f"dtype bf16 is not supported by {device}; use fp16 or fp32")
+    return resolved
+
+
+@dataclass
+class _Prepared:
+    image: np.ndarray  # (h, w) float32 in [0, 1], after the optional resize
+    scale: tuple[float, float]  # (sx, sy) resized -> original
+    original_size: tuple[int, int]  # (H, W)
+
+
+def _ceil_to(value: int, divisor: int) -> int:
+    return int(math.ceil(value / divisor) * divisor)
+
+
+class Matcher:
+    """Match image pairs with a LoFTR model; results in original image pixels.
+
+    Args:
+        model: a ``loftr_core.model.LoFTR`` (moved to ``device`` and put in eval mode).
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+        dtype: ``"fp32"`` (default), ``"bf16"`` or ``"fp16"`` (CUDA only); lower precision runs
+            under ``torch.autocast``.
+        resize: if given, resize every image so its longer side is this many px first.
+        threshold: drop matches with confidence ``<=`` this (cannot go below the model's own
+            ``match_coarse.thr``; build the model with a lower ``thr`` for that, e.g.
+            :meth:`from_checkpoint` does).
+        max_matches: keep only the most confident matches (top-k), in the model's order.
+        batch_size: pairs per forward pass; pairs are grouped by size so equal-size pairs are
+            never padded; different sizes are zero-padded with coarse masks.
+
+    Example:
+        >>> matcher = Matcher.from_checkpoint("outdoor_ds.ckpt", resize=840)  # doctest: +SKIP
+        >>> result = matcher.match("a.jpg", "b.jpg")  # doctest: +SKIP
+        >>> result.keypoints0.shape, result.confidence.shape  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        *,
+        device: str | torch.device = "cpu",
+        dtype: str | torch.dtype = "fp32",
+        resize: int | None = None,
+        threshold: float | None = None,
+        max_matches: int | None = None,
+        batch_size: int = 1,
+    ) -> None:
+        config = getattr(model, "config", None)
+        if config is None or not hasattr(config, "match_coarse"):
+            raise ConfigError(f"model must be a loftr_core LoFTR model, got {type(model).__name__}")
+        try:
+            self.device = torch.device(device)
+        except (RuntimeError, TypeError):
+            raise ConfigError(
+                f"device={device!r} is not a valid torch device; use 'cpu', 'cuda' or 'cuda:N'"
+            ) from None
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"device={device!r} requested but CUDA is not available; use 'cpu'")
+        self.dtype = resolve_dtype(dtype, self.device)
+        if resize is not None and (
+            isinstance(resize, bool) or not isinstance(resize, int) or resize < 1
+        ):
+            raise ConfigError(f"resize={resize!r}; it must be a positive int (pixels) or None")
+        model_thr = float(config.match_coarse.thr)
+        if threshold is not None and not (0.0 <= threshold < 1.0):
+            raise ConfigError(f"threshold={threshold!r}; it must be in [0, 1)")
+        if threshold is not None and threshold < model_thr:
+            raise ConfigError(
+                f"threshold={threshold} is below the model's match_coarse.thr={model_thr}, which "
+                "already removed those matches; build the model with a lower thr (Matcher."
+                "from_checkpoint(..., threshold=...) does this)"
+            )
+        if max_matches is not None and (
+            isinstance(max_matches, bool) or not isinstance(max_matches, int) or max_matches < 1
+        ):
+            raise ConfigError(f"max_matches={max_matches!r}; it must be a positive int or None")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"batch_size={batch_size!r}; it must be a positive int")
+        self.model = model.to(self.device).eval()
+        self.resize = resize
+        self.threshold = threshold
+        self.max_matches = max_matches
+        self.batch_size = batch_size
+        self.border_rm = int(config.match_coarse.border_rm)
+        self.min_size = min_image_size(self.border_rm)
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | os.PathLike[str],
+        preset: str | Any | None = None,
+        *,
+        attention: str | None = None,
+        device: str | torch.device = "cpu",
+        threshold: float | None = None,
+        **kwargs: Any,
+    ) -> Matcher:
+        """Load a checkpoint (official, kornia or native) and wrap it.
+
+        Args:
+            path: checkpoint file.
+            preset: preset name or config (see :func:`loftr_core.checkpoint.load_model`).
+            attention: attention backend override.
+            device: torch device.
+            threshold: coarse confidence threshold; the model is built with this ``thr``.
+            **kwargs: the other :class:`Matcher` options (``dtype``, ``resize``...).
+        """
+        from loftr_core.checkpoint import load_model
+
+        overrides = None if threshold is None else {"match_coarse": {"thr": float(threshold)}}
+        model = load_model(path, preset, device=device, attention=attention, overrides=overrides)
+        return cls(model, device=device, threshold=threshold, **kwargs)
+
+    # ------------------------------------------------------------------------------ preparing
+    def _prepare(self, image: ImageLike, name: str) -> _Prepared:
+        gray = to_gray(image, name=name)
+        original = (int(gray.shape[0]), int(gray.shape[1]))
+        scale = (1.0, 1.0)
+        if self.resize is not None:
+            gray, scale = resize_long_side(gray, self.resize)
+        h, w = gray.shape
+        if min(h, w) < self.min_size:
+            after = f" after resizing to long side {self.resize}" if self.resize else ""
+            raise InputError(
+                f"{name} is {w}x{h} px{after}; the model needs at least {self.min_size} px per "
+                f"side (border_rm={self.border_rm} removes that many "
+                f"8-px coarse cells at each border, leaving nothing to match); use a larger image"
+                + (" or a larger resize" if self.resize else "")
+            )
+        as_float = gray.astype(np.float32) / 255.0 if gray.dtype == np.uint8 else gray
+        return _Prepared(np.ascontiguousarray(as_float, dtype=np.float32), scale, original)
+
+    @staticmethod
+    def _stack(items: Sequence[_Prepared]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Pad to a common multiple of 8: images ``(N, 1, H, W)``, coarse masks or None."""
+        hp = _ceil_to(max(p.image.shape[0] for p in items), DIVISOR)
+        wp = _ceil_to(max(p.image.shape[1] for p in items), DIVISOR)
+        batch = np.zeros((len(items), 1, hp, wp), np.float32)
+        mask = np.zeros((len(items), hp // DIVISOR, wp // DIVISOR), bool)
+        for k, p in enumerate(items):
+            h, w = p.image.shape
+            batch[k, 0, :h, :w] = p.image
+            mask[k, : math.ceil(h / DIVISOR), : math.ceil(w / DIVISOR)] = True
+        masks = None if mask.all() else torch.from_numpy(mask)
+        return torch.from_numpy(batch), masks
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
+
+    # ------------------------------------------------------------------------------- matching
+    def _run(self, pairs: Sequence[tuple[_Prepared, _Prepared]]) -> list[MatchResult]:
+        image0, mask0 = self._stack([p[0] for p in pairs])
+        image1, mask1 = self._stack([p[1] for p in pairs])
+        data: dict[str, torch.Tensor] = {
+            "image0": image0.to(self.device),
+            "image1": image1.to(self.device),
+        }
+        if mask0 is not None or mask1 is not None:
+            full0 = torch.ones(
+                image0.shape[0], image0.shape[2] // 8, image0.shape[3] // 8, dtype=torch.bool
+            )
+            full1 = torch.ones(
+                image1.shape[0], image1.shape[2] // 8, image1.shape[3] // 8, dtype=torch.bool
+            )
+            data["mask0"] = (full0 if mask0 is None else mask0).to(self.device)
+            data["mask1"] = (full1 if mask1 is None else mask1).to(self.device)
+        with torch.inference_mode(), self._autocast():
+            out = self.model(data)
+        kpts0 = out["keypoints0"].float().cpu().numpy()
+        kpts1 = out["keypoints1"].float().cpu().numpy()
+        conf = out["confidence"].float().cpu().numpy()
+        bids = out["batch_indexes"].cpu().numpy()
+        return [
+            self._finish(p0, p1, kpts0[bids == k], kpts1[bids == k], conf[bids == k])
+            for k, (p0, p1) in enumerate(pairs)
+        ]
+
+    def _finish(
+        self, p0: _Prepared, p1: _Prepared, k0: np.ndarray, k1: np.ndarray, conf: np.ndarray
+    ) -> MatchResult:
+        keep = np.ones(len(conf), bool)
+        if self.threshold is not None:
+            keep &= conf > self.threshold
+        idx = np.flatnonzero(keep)
+        if self.max_matches is not None and len(idx) > self.max_matches:
+            top = np.argsort(-conf[idx], kind="stable")[: self.max_matches]
+            idx = np.sort(idx[top])
+        s0 = np.array(p0.scale, np.float32)
+        s1 = np.array(p1.scale, np.float32)
+        return MatchResult(
+            keypoints0=np.ascontiguousarray(k0[idx] * s0, dtype=np.float32),
+            keypoints1=np.ascontiguousarray(k1[idx] * s1, dtype=np.float32),
+            confidence=np.ascontiguousarray(conf[idx], dtype=np.float32),
+            image0_size=p0.original_size,
+            image1_size=p1.original_size,
+        )
+
+    def match(self, image0: ImageLike, image1: ImageLike) -> MatchResult:
+        """Match one pair (paths, numpy arrays or tensors; see :mod:`loftr_core.image_io`)."""
+        return self.match_pairs([(image0, image1)])[0]
+
+    def iter_match(self, pairs: Iterable[tuple[ImageLike, ImageLike]]) -> Iterator[MatchResult]:
+        """Match pairs lazily, ``batch_size`` at a time, yielding one result per pair in order.
+
+        Unlike :meth:`match_pairs` this does not sort by size across the whole list (it only
+        batches neighbours), so it suits long streams.
+        """
+        chunk: list[tuple[_Prepared, _Prepared]] = []
+        for k, (a, b) in enumerate(pairs):
+            chunk.append(
+                (self._prepare(a, f"image0 of pair {k}"), self._prepare(b, f"image1 of pair {k}"))
+            )
+            if len(chunk) == self.batch_size:
+                yield from self._run_grouped(chunk)
+                chunk = []
+        if chunk:
+            yield from self._run_grouped(chunk)
+
+    def _run_grouped(self, prepared: Sequence[tuple[_Prepared, _Prepared]]) -> list[MatchResult]:
+        def size_key(k: int) -> tuple[int, ...]:
+            a, b = prepared[k]
+            return (*a.image.shape, *b.image.shape)
+
+        order = sorted(range(len(prepared)), key=size_key)
+        results: list[MatchResult | None] = [None] * len(prepared)
+        for start in range(0, len(order), self.batch_size):
+            ids = order[start : start + self.batch_size]
+            for k, res in zip(ids, self._run([prepared[k] for k in ids]), strict=True):
+                results[k] = res
+        return [r for r in results if r is not None]
+
+    def match_pairs(self, pairs: Sequence[tuple[ImageLike, ImageLike]]) -> list[MatchResult]:
+        """Match many pairs; pairs of equal sizes are batched together, others padded.
+
+        Returns:
+            One :class:`MatchResult` per pair, in the input order.
+        """
+        prepared = [
+            (self._prepare(a, f"image0 of pair {k}"), self._prepare(b, f"image1 of pair {k}"))
+            for k, (a, b) in enumerate(pairs)
+        ]
+        return self._run_grouped(prepared)

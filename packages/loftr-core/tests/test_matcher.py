@@ -1,0 +1,164 @@
+"""The high-level Matcher: original-pixel coordinates, resizing, padding/batching, options, sizes.
+
+A small randomly initialised model (same architecture family, narrower) keeps these fast; its
+``thr`` is 0 so random weights still produce mutual-nearest-neighbour matches.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from loftr_core.config import LoFTRConfig
+from loftr_core.errors import ConfigError, InputError
+from loftr_core.matcher import Matcher, MatchResult, min_image_size
+from loftr_core.model import LoFTR
+
+
+def tiny_config(**match_coarse: object) -> LoFTRConfig:
+    return LoFTRConfig.outdoor_ds().replace(
+        resnetfpn={"initial_dim": 32, "block_dims": (32, 48, 64)},
+        coarse={"d_model": 64, "nhead": 4, "layer_names": ("self", "cross")},
+        fine={"d_model": 32, "nhead": 4},
+        match_coarse={"thr": 0.0, **match_coarse},
+    )
+
+
+@pytest.fixture(scope="module")
+def model() -> LoFTR:
+    torch.manual_seed(0)
+    return LoFTR(tiny_config()).eval()
+
+
+@pytest.fixture(scope="module")
+def photo() -> np.ndarray:
+    """A textured 171x237 (H x W) gray image (not a multiple of 8)."""
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, (22, 30), dtype=np.uint8)
+    img = cv2.resize(base, (237, 171), interpolation=cv2.INTER_CUBIC)
+    return cv2.GaussianBlur(img, (3, 3), 0)
+
+
+def test_self_match_is_in_original_pixels(model: LoFTR, photo: np.ndarray) -> None:
+    res = Matcher(model).match(photo, photo)
+    assert isinstance(res, MatchResult)
+    assert res.image0_size == (171, 237) and res.image1_size == (171, 237)
+    assert len(res) > 50
+    assert res.keypoints0.dtype == np.float32 and res.confidence.dtype == np.float32
+    # image-0 keypoints sit on the 8-px lattice; image-1 keypoints are refined by at most +-4 px
+    np.testing.assert_array_equal(res.keypoints0 % 8, 0)
+    assert float(np.abs(res.keypoints0 - res.keypoints1).max()) <= 4.0 + 1e-4
+    # border removal (2 cells) relative to the valid 30x22-cell grid (ceil of 237/8, 171/8)
+    assert res.keypoints0[:, 0].min() >= 16 and res.keypoints0[:, 0].max() <= (30 - 3) * 8
+    assert res.keypoints0[:, 1].min() >= 16 and res.keypoints0[:, 1].max() <= (22 - 3) * 8
+
+
+def test_resize_equals_scaled_result_of_prescaled_image(model: LoFTR, photo: np.ndarray) -> None:
+    resized = Matcher(model, resize=160).match(photo, photo)
+    small = cv2.resize(photo, (160, 115), interpolation=cv2.INTER_LINEAR)  # round(171*160/237)
+    direct = Matcher(model).match(small, small)
+    sx, sy = 237 / 160, 171 / 115
+    assert len(resized) == len(direct) > 10
+    scale = np.array([sx, sy], np.float32)
+    np.testing.assert_allclose(resized.keypoints0, direct.keypoints0 * scale, rtol=1e-6)
+    np.testing.assert_allclose(resized.keypoints1, direct.keypoints1 * scale, rtol=1e-6)
+    np.testing.assert_array_equal(resized.confidence, direct.confidence)
+    assert resized.image0_size == (171, 237)
+    # in original pixels the self-match still agrees up to the refinement window (4 px scaled)
+    assert float(np.abs(resized.keypoints0 - resized.keypoints1).max()) <= 4 * max(sx, sy) + 1e-3
+
+
+def test_input_forms_give_identical_results(
+    model: LoFTR, photo: np.ndarray, tmp_path: Path
+) -> None:
+    path = tmp_path / "p.png"
+    cv2.imwrite(str(path), photo)
+    matcher = Matcher(model)
+    ref = matcher.match(photo, photo)
+    as_tensor = torch.from_numpy(photo).float()[None, None] / 255.0
+    as_rgb = np.repeat(photo[:, :, None], 3, axis=2)
+    for a, b in [(path, str(path)), (as_tensor, as_tensor), (as_rgb, photo)]:
+        res = matcher.match(a, b)  # type: ignore[arg-type]
+        np.testing.assert_array_equal(res.keypoints0, ref.keypoints0)
+        np.testing.assert_array_equal(res.keypoints1, ref.keypoints1)
+
+
+def test_batches_return_one_result_per_pair_in_order(model: LoFTR, photo: np.ndarray) -> None:
+    small = photo[:120, :160]
+    other = np.ascontiguousarray(photo[::-1, ::-1][:150, :200])
+    pairs = [(photo, photo), (small, small), (photo, photo), (other, small)]
+    single = Matcher(model, batch_size=1).match_pairs(pairs)
+    batched = Matcher(model, batch_size=4).match_pairs(pairs)
+    assert [r.image0_size for r in batched] == [(171, 237), (120, 160), (171, 237), (150, 200)]
+    assert [r.image1_size for r in batched] == [(171, 237), (120, 160), (171, 237), (120, 160)]
+    # equal-size pairs are grouped and never padded: identical to one-at-a-time
+    for k in (0, 2):
+        np.testing.assert_allclose(batched[k].keypoints1, single[k].keypoints1, atol=1e-4)
+        np.testing.assert_array_equal(batched[k].keypoints0, single[k].keypoints0)
+    # padded pairs: every match lies inside the pair's own image, away from the padding
+    for res in batched[1:]:
+        h0, w0 = res.image0_size
+        assert len(res) > 0
+        assert res.keypoints0[:, 0].max() < w0 and res.keypoints0[:, 1].max() < h0
+    # the smaller pair padded to the big one's size keeps most of its matches
+    common = {tuple(p) for p in batched[1].keypoints0} & {tuple(p) for p in single[1].keypoints0}
+    assert len(common) >= 0.5 * len(single[1])
+
+
+def test_threshold_and_max_matches(model: LoFTR, photo: np.ndarray) -> None:
+    full = Matcher(model).match(photo, photo)
+    t = float(np.median(full.confidence))
+    above = Matcher(model, threshold=t).match(photo, photo)
+    assert len(above) == int((full.confidence > t).sum())
+    assert float(above.confidence.min()) > t
+    top = Matcher(model, max_matches=7).match(photo, photo)
+    assert len(top) == 7
+    np.testing.assert_allclose(np.sort(top.confidence), np.sort(full.confidence)[-7:])
+    with pytest.raises(ConfigError, match=r"below the model's match_coarse\.thr"):
+        Matcher(LoFTR(tiny_config(thr=0.2)), threshold=0.1)
+
+
+def test_smallest_image_size(model: LoFTR, photo: np.ndarray) -> None:
+    assert min_image_size(2) == 33
+    assert min_image_size(0) == 8
+    matcher = Matcher(model)
+    with pytest.raises(InputError, match=r"100x32 px.*at least 33 px"):
+        matcher.match(photo[:32, :100], photo)
+    with pytest.raises(InputError, match="after resizing"):
+        Matcher(model, resize=40).match(photo, photo)  # 40x29 after resize
+    res = matcher.match(photo[:33, :64], photo[:33, :64])  # 5 coarse rows: only row 2 survives
+    assert len(res) > 0
+    np.testing.assert_array_equal(res.keypoints0[:, 1], 16.0)
+
+
+def test_long_side_above_2048(model: LoFTR) -> None:
+    rng = np.random.default_rng(3)
+    strip = cv2.resize(rng.integers(0, 256, (5, 260), dtype=np.uint8), (2100, 40))
+    res = Matcher(model).match(strip, strip)
+    assert len(res) > 0
+    assert float(res.keypoints0[:, 0].max()) > 2048
+
+
+def test_dtypes(model: LoFTR, photo: np.ndarray) -> None:
+    with pytest.raises(ConfigError, match="fp16 is not supported on the CPU"):
+        Matcher(model, dtype="fp16")
+    with pytest.raises(ConfigError, match="fp64"):
+        Matcher(model, dtype="fp64")
+    res = Matcher(model, dtype="bf16").match(photo[:64, :96], photo[:64, :96])
+    assert len(res) > 0 and res.keypoints0.dtype == np.float32
+    assert float(np.abs(res.keypoints0 - res.keypoints1).max()) <= 4.0 + 1e-2
+
+
+def test_bad_options(model: LoFTR) -> None:
+    with pytest.raises(ConfigError, match="resize"):
+        Matcher(model, resize=0)
+    with pytest.raises(ConfigError, match="max_matches"):
+        Matcher(model, max_matches=0)
+    with pytest.raises(ConfigError, match=r"CUDA is not available|device"):
+        Matcher(model, device="cuda:7" if not torch.cuda.is_available() else "nonsense")
+    with pytest.raises(ConfigError, match="LoFTR model"):
+        Matcher(torch.nn.Linear(2, 2))
