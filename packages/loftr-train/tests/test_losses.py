@@ -7,8 +7,13 @@ import math
 import pytest
 import torch
 
+from loftr_core.config import LoFTRConfig
+from loftr_core.model import LoFTR
+from loftr_data import SyntheticHomographyDataset, collate
+from loftr_train.coarse_supervision import compute_coarse_supervision
 from loftr_train.errors import ConfigError
-from loftr_train.losses import LoFTRLoss, LossConfig, coarse_loss, fine_loss
+from loftr_train.fine_supervision import compute_fine_supervision
+from loftr_train.losses import LoFTRLoss, LossConfig, LossOutput, coarse_loss, fine_loss
 
 A = 0.25  # focal alpha
 DENSE = LossConfig(sparse_spvs=False)
@@ -179,3 +184,55 @@ def test_loss_config_validation_names_the_field() -> None:
         LossConfig(focal_gamma=-1.0)
     with pytest.raises(ConfigError, match="match_type"):
         LoFTRLoss(match_type="argmax")
+
+
+# ---------------------------------------------------------------- gradient flow through LoFTR
+def _train_step(preset: str, *, no_overlap: bool) -> tuple[LoFTR, LossOutput]:
+    """One forward_train + loss + backward on a 128 x 128 synthetic pair."""
+    torch.manual_seed(0)
+    cfg = getattr(LoFTRConfig, preset)().replace(
+        match_coarse={"train_coarse_percent": 0.5, "train_pad_num_gt_min": 16}
+    )
+    model = LoFTR(cfg).train()
+    batch = collate([SyntheticHomographyDataset(length=1, size=(128, 128), seed=0)[0]])
+    if no_overlap:  # image 0 maps 10 000 px away: not a single ground-truth match
+        batch["H_0to1"] = torch.tensor([[[1.0, 0, 1e4], [0, 1, 0], [0, 0, 1]]])
+    spv = compute_coarse_supervision(batch)
+    assert (spv.num_matches == 0) == no_overlap
+    out = model.forward_train(batch, spv.spv_b_ids, spv.spv_i_ids, spv.spv_j_ids)
+    expec_f_gt = compute_fine_supervision(
+        spv.spv_w_pt0_i,
+        spv.spv_pt1_i,
+        out["b_ids"],
+        out["i_ids"],
+        out["j_ids"],
+        scale1=batch["scale1"],
+    )
+    crit = LoFTRLoss(LossConfig(), match_type=cfg.match_coarse.match_type)
+    result = crit(out, spv.conf_matrix_gt, expec_f_gt)
+    result.loss.backward()
+    return model, result
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", ["outdoor_ds", "outdoor_ot"])
+def test_gradient_reaches_every_parameter(preset: str) -> None:
+    model, result = _train_step(preset, no_overlap=False)
+    assert math.isfinite(result.loss.item()) and result.loss.item() > 0
+    for name, p in model.named_parameters():
+        assert p.grad is not None, name
+        assert bool(torch.isfinite(p.grad).all()), name
+        assert bool((p.grad != 0).any()), f"{name} gets no gradient"
+
+
+@pytest.mark.slow
+def test_batch_without_ground_truth_gives_zero_loss_touching_every_parameter() -> None:
+    # DDP (find_unused_parameters=False) deadlocks if one rank leaves a parameter without grad.
+    model, result = _train_step("outdoor_ds", no_overlap=True)
+    assert result.loss.item() == 0.0
+    assert result.loss_c.item() == 0.0 and result.loss_f is not None
+    assert result.loss_f.item() == 0.0
+    for name, p in model.named_parameters():
+        assert p.grad is not None, name
+        assert bool(torch.isfinite(p.grad).all()), name
+        assert bool((p.grad == 0).all()), name
