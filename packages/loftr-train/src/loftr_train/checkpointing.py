@@ -68,6 +68,7 @@ def atomic_save(obj: Mapping[str, Any], path: str | Path) -> Path:
             torch.save(dict(obj), fh)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp_name, 0o666 & ~_umask())  # mkstemp creates 0600; keep the usual mode
         os.replace(tmp_name, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -75,6 +76,12 @@ def atomic_save(obj: Mapping[str, Any], path: str | Path) -> Path:
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(folder: Path) -> None:
