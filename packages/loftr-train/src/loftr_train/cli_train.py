@@ -23,7 +23,6 @@ from collections.abc import Sequence
 
 from loftr_core.errors import LoftrError
 from loftr_data.errors import LoftrDataError
-
 from loftr_train.train_config import builtin_configs, load_config
 
 __all__ = ["main"]
