@@ -26,6 +26,7 @@ def test_shipped_index_without_images_names_missing_file(shared_data: Path, tmp_
     with pytest.raises(MissingDatasetFileError) as err:
         megadepth1500(tmp_path, index)
     msg = str(err.value)
+    assert "does not exist" not in msg  # tmp_path exists: the files inside are what is missing
     # The first scene of the list is checked first; the message names a file and the index file.
     assert "0022_0.1_0.3.npz" in msg and str(tmp_path / "Undistorted_SfM" / "0022") in msg
 
@@ -40,6 +41,8 @@ def test_shipped_index_structure(shared_data: Path, tmp_path: Path) -> None:
     assert all(d.img_resize == 840 and not d.load_depth for d in scenes)  # type: ignore[attr-defined]
     with pytest.raises(DataConfigError, match="list file"):
         megadepth1500(tmp_path, tmp_path)
+    with pytest.raises(MissingDatasetFileError, match=r"dataset root .*nowhere does not exist"):
+        megadepth1500(tmp_path / "nowhere", index)
 
 
 def _write_index(path: Path, info_path: Path, prefix: str) -> None:

@@ -156,6 +156,12 @@ class MegaDepthDataset(Dataset[dict[str, Any]]):
                 if rel is not None and not (self.root / rel).is_file():
                     missing.append(self.root / rel)
         if missing:
+            if not self.root.is_dir():
+                raise MissingDatasetFileError(
+                    f"dataset root {self.root} does not exist (scene-info file {info.path} names "
+                    f"{len(missing)} file(s) under it, e.g. {missing[0]}); pass the directory the "
+                    "index paths are relative to"
+                )
             listed = "\n  ".join(str(p) for p in missing[:_MAX_LISTED_MISSING])
             more = len(missing) - _MAX_LISTED_MISSING
             tail = f"\n  ... and {more} more" if more > 0 else ""
