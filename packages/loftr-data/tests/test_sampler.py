@@ -113,14 +113,21 @@ def test_resume_neither_repeats_nor_skips(
 
 def test_state_dict_with_trainer_count_and_mismatch() -> None:
     scenes = [_Sized(10), _Sized(3)]
-    sampler = SceneBalancedSampler(scenes, 4, seed=1, num_replicas=2, rank=1)
+    sampler = SceneBalancedSampler(scenes, 8, seed=1, num_replicas=2, rank=1)
     expected = list(sampler)
     state = sampler.state_dict(consumed=2)  # what the trainer really consumed
-    fresh = SceneBalancedSampler(scenes, 4, seed=1, num_replicas=2, rank=1)
+    fresh = SceneBalancedSampler(scenes, 8, seed=1, num_replicas=2, rank=1)
     fresh.load_state_dict(state)
-    assert list(fresh) == expected[2:]
+    it = iter(fresh)
+    assert [next(it) for _ in range(3)] == expected[2:5]
+    # The trainer counts from 0 in the resumed iteration; the sampler adds where it resumed.
+    again = fresh.state_dict(consumed=3)
+    assert again["consumed"] == 5
+    last = SceneBalancedSampler(scenes, 8, seed=1, num_replicas=2, rank=1)
+    last.load_state_dict(again)
+    assert list(last) == expected[5:]
     with pytest.raises(SamplerStateError, match="num_replicas"):
-        SceneBalancedSampler(scenes, 4, seed=1, num_replicas=4, rank=1).load_state_dict(state)
+        SceneBalancedSampler(scenes, 8, seed=1, num_replicas=4, rank=1).load_state_dict(state)
     with pytest.raises(SamplerStateError, match="consumed"):
         sampler.state_dict(consumed=99)
 

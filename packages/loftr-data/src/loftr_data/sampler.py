@@ -124,6 +124,7 @@ class SceneBalancedSampler(Sampler[int]):
         self.epoch = 0
         self._resume_offset = 0  # samples of the current epoch to skip at the next __iter__
         self._yielded = 0  # samples of the current epoch handed out so far (incl. skipped)
+        self._iter_start = 0  # epoch position at which the latest iteration started
 
     # -- the epoch's list ---------------------------------------------------------------------
     @property
@@ -197,6 +198,7 @@ class SceneBalancedSampler(Sampler[int]):
         start = self._resume_offset
         self._resume_offset = 0
         self._yielded = start
+        self._iter_start = start
         return self._generate(self.rank_indices()[start:].tolist())
 
     def _generate(self, values: list[int]) -> Iterator[int]:
@@ -208,24 +210,29 @@ class SceneBalancedSampler(Sampler[int]):
         """The resume state of this rank.
 
         Args:
-            consumed: samples of the current epoch this rank has actually trained on (e.g.
-                ``batches_done * batch_size``). Defaults to the count this sampler handed out,
-                which runs ahead of training when a ``DataLoader`` prefetches (workers > 0), so
-                trainers should pass the exact number.
+            consumed: samples this rank has actually trained on since the current iteration
+                over the sampler began (e.g. ``batches_done * batch_size``, counted from 0 even
+                after a resume: the sampler adds the position it resumed from). Defaults to the
+                count this sampler handed out, which runs ahead of training when a
+                ``DataLoader`` prefetches (workers > 0), so trainers should pass the exact number.
 
         Returns:
-            A plain, picklable dict: ``epoch``, ``consumed``, ``seed`` and what identifies the
+            A plain, picklable dict: ``epoch``, ``consumed`` (position in the epoch), ``seed`` and what identifies the
             sampling setup (checked by :meth:`load_state_dict`).
         """
-        consumed = self._yielded if consumed is None else int(consumed)
-        if not 0 <= consumed <= self.num_samples:
-            raise SamplerStateError(
-                f"consumed must lie in [0, {self.num_samples}] (samples per rank per epoch), got "
-                f"{consumed}"
-            )
+        if consumed is None:
+            position = self._yielded
+        else:
+            if not 0 <= int(consumed) <= self.num_samples - self._iter_start:
+                raise SamplerStateError(
+                    f"consumed must lie in [0, {self.num_samples - self._iter_start}] (samples of "
+                    f"this iteration: {self.num_samples} per rank per epoch, resumed at "
+                    f"{self._iter_start}), got {consumed}"
+                )
+            position = self._iter_start + int(consumed)
         return {
             "epoch": self.epoch,
-            "consumed": consumed,
+            "consumed": position,
             "seed": self.seed,
             "num_replicas": self.num_replicas,
             "rank": self.rank,
