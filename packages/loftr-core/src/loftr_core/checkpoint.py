@@ -177,6 +177,16 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
+def _unpickler_reason(exc: BaseException) -> str:
+    """The specific reason inside torch's long weights-only message, else its first line."""
+    text = str(exc)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        detail = text.split(marker, 1)[1].strip().splitlines()
+        return detail[0].strip() if detail else "unsupported content"
+    return _first_line(exc)
+
+
 def _torch_load(path: Path) -> Any:
     """``torch.load(weights_only=True)``; pickled globals are mapped to an inert placeholder."""
     with path.open("rb") as fh:
@@ -199,7 +209,7 @@ def _torch_load(path: Path) -> Any:
     if not unsafe:
         raise CheckpointError(
             f"{str(path)!r} cannot be read with torch.load(weights_only=True) and is refused "
-            f"(loading it otherwise could execute code): {_first_line(first_error)}. Re-save "
+            f"(loading it otherwise could execute code; {_unpickler_reason(first_error)}). Re-save "
             "the weights with torch.save(model.state_dict(), path) or convert them to safetensors"
         )
     logger.info("%s: mapping pickled globals %s to an inert placeholder", path, sorted(unsafe))
@@ -207,10 +217,10 @@ def _torch_load(path: Path) -> Any:
     try:
         with torch.serialization.safe_globals(stubs):
             return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
+    except Exception:
         raise CheckpointError(
             f"{str(path)!r} stores pickled Python objects ({', '.join(sorted(unsafe))}) that "
-            f"cannot be read without running their code ({_first_line(exc)}); it is refused. "
+            "cannot be read without running their code; it is refused (nothing was executed). "
             "Re-save the weights with torch.save(model.state_dict(), path)"
         ) from None
 
