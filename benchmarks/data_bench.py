@@ -6,7 +6,10 @@ Measures, with ``DataLoader(batch_size=1, collate_fn=loftr_data.collate)``:
   (training mode), read repeatedly through a :class:`loftr_data.SceneBalancedSampler`;
 * the synthetic homography dataset at 320 x 240, procedural textures and the photo folder.
 
-Each row runs with 0 and 2 workers. Usage (from the repository root)::
+Each row runs with 0 and 2 workers. The main process runs with ``torch.set_num_threads(1)``, as
+DataLoader workers do: on a busy machine torch's intra-op threads make ``collate``'s
+``torch.stack`` (and so the 0-worker figure) many times slower without measuring the data code.
+Usage (from the repository root)::
 
     python benchmarks/data_bench.py [--samples 40] [--data ../shared/data]
 
@@ -20,6 +23,7 @@ import os
 import time
 from pathlib import Path
 
+import torch
 from torch.utils.data import DataLoader, Dataset
 
 from loftr_data import MegaDepthDataset, SceneBalancedSampler, SyntheticHomographyDataset, collate
@@ -47,6 +51,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=default, help="the shared data folder")
     parser.add_argument("--samples", type=int, default=40, help="samples per measurement")
     args = parser.parse_args()
+    torch.set_num_threads(1)  # what every DataLoader worker does; see the module docstring
     sample_dir = args.data / "megadepth_sample"
     rows = [
         ("MegaDepth pair, 640 px + depth", MegaDepthDataset(sample_dir, sample_dir / "sample.npz", pair_ids=[0])),
@@ -56,7 +61,11 @@ def main() -> None:
         ("Homography 320x240, procedural", SyntheticHomographyDataset(length=10_000)),
         ("Homography 320x240, photos", SyntheticHomographyDataset(args.data / "phototourism_sample", length=10_000)),
     ]  # fmt: skip
-    print(f"cpu cores: {os.cpu_count()}, samples per measurement: {args.samples}")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(
+        f"cpu cores: {os.cpu_count()}, load average: {load:.1f}, torch threads: 1, "
+        f"samples per measurement: {args.samples}"
+    )
     print(f"| {'dataset':34} | 0 workers (samples/s) | 2 workers (samples/s) |")
     print(f"| {'-' * 34} | --------------------: | --------------------: |")
     for name, dataset in rows:
