@@ -1,0 +1,386 @@
+"""``loftr-match``: match two images (or a list of pairs) with LoFTR from the command line.
+
+Prints the number of matches (and the relative pose with its inlier count when intrinsics are
+given), writes a match plot (``--out``, PNG) and the matches (``--save``, ``.npz``). Bad input
+(missing or broken files, a wrong checkpoint, malformed intrinsics) ends with a one-line
+``loftr-match: error: ...`` on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from loftr_attention.errors import LoftrAttentionError
+from loftr_core.errors import InputError, LoftrError
+
+__all__ = ["main"]
+
+logger = logging.getLogger(__name__)
+
+PROG = "loftr-match"
+EXIT_USAGE = 2
+
+NO_WEIGHTS = (
+    "--weights is required: LoFTR has no built-in weights and a randomly initialised model "
+    "gives meaningless matches. Download the official checkpoints (outdoor_ds.ckpt / "
+    "outdoor_ot.ckpt for outdoor photos, indoor_ds_new.ckpt / indoor_ds.ckpt / indoor_ot.ckpt "
+    "for indoor scenes) from the 'pretrained models' link (the authors' Google Drive) in the "
+    "README of https://github.com/zju3dv/LoFTR and pass one, e.g. "
+    "'loftr-match a.jpg b.jpg --weights weights/outdoor_ds.ckpt' (loftr-convert turns it into "
+    "a .safetensors file that needs no --preset)"
+)
+
+EPILOG = """\
+examples:
+  # two images, official outdoor weights, resized to 840 px, plot and matches written
+  loftr-match ../shared/data/phototourism_sample/london_bridge_19481797_2295892421.jpg \\
+              ../shared/data/phototourism_sample/london_bridge_49190386_5209386933.jpg \\
+              --weights weights/outdoor_ds.ckpt --resize 840 --out matches.png --save matches.npz
+
+  # with intrinsics (fx,fy,cx,cy or 9 numbers of K, row-major): also prints the relative pose
+  loftr-match a.jpg b.jpg --weights outdoor_ds.ckpt --K0 1200,1200,640,480 --K1 1150,1150,600,450
+
+  # many pairs: one 'img0 img1 [K0(9) K1(9)]' per line; results per pair into --out-dir
+  loftr-match --pairs pairs.txt --weights outdoor_ds.ckpt --resize 640 --out-dir results/
+
+Weights: the official LoFTR checkpoints (outdoor_ds.ckpt, outdoor_ot.ckpt, indoor_ds.ckpt,
+indoor_ds_new.ckpt, indoor_ot.ckpt) are linked from https://github.com/zju3dv/LoFTR; they are
+read directly (nothing in them is executed). Without --preset the preset is taken from the file
+name when it is an official one (e.g. indoor_ds_new.ckpt), else outdoor_ds / outdoor_ot by the
+checkpoint's kind. Exit status: 0 on success, 2 on bad input.
+"""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return value
+
+
+def _threshold(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"{value} must be in [0, 1)")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``loftr-match`` (every option documented in ``--help``)."""
+    from loftr_core import __version__
+    from loftr_core.config import PRESETS
+
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Match two images (or many pairs) with LoFTR; keypoints are reported in "
+        "the original images' pixel coordinates.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("image0", nargs="?", help="first image (any format OpenCV reads)")
+    parser.add_argument("image1", nargs="?", help="second image")
+    parser.add_argument(
+        "--weights",
+        metavar="CKPT",
+        help="checkpoint: an official LoFTR .ckpt, a kornia state dict or a .safetensors file "
+        "written by loftr-convert (required)",
+    )
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="model configuration of the checkpoint (default: from the checkpoint / file name)",
+    )
+    parser.add_argument(
+        "--resize", type=_positive_int, metavar="N", help="resize so the longer side is N px"
+    )
+    parser.add_argument("--out", metavar="PNG", help="write a match plot (PNG) here")
+    parser.add_argument(
+        "--save",
+        metavar="NPZ",
+        help="write keypoints0, keypoints1, confidence, image sizes (and R, t, inliers) as .npz",
+    )
+    parser.add_argument(
+        "--K0",
+        metavar="K",
+        help="intrinsics of image0: 'fx,fy,cx,cy' or 9 comma-separated numbers (row-major 3x3)",
+    )
+    parser.add_argument("--K1", metavar="K", help="intrinsics of image1, same format as --K0")
+    parser.add_argument(
+        "--thr",
+        type=_threshold,
+        help="coarse matching confidence threshold (default: the preset's, 0.2)",
+    )
+    parser.add_argument(
+        "--max-matches", type=_positive_int, metavar="K", help="keep only the K most confident"
+    )
+    parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 ...")
+    parser.add_argument(
+        "--dtype",
+        default="fp32",
+        choices=["fp32", "bf16", "fp16"],
+        help="compute precision (fp16: CUDA only; default fp32)",
+    )
+    parser.add_argument(
+        "--attention",
+        metavar="NAME",
+        help="attention backend from loftr-attention (linear, full, sdpa, flash, "
+        "memory_efficient ...; default: the preset's, linear)",
+    )
+    parser.add_argument(
+        "--pairs",
+        metavar="FILE",
+        help="match every pair listed in FILE, one 'img0 img1 [K0(9) K1(9)]' per line "
+        "('#' comments allowed); relative paths are taken from --image-root",
+    )
+    parser.add_argument(
+        "--image-root",
+        metavar="DIR",
+        help="folder that relative paths in --pairs refer to (default: the pairs file's folder)",
+    )
+    parser.add_argument(
+        "--out-dir",
+        metavar="DIR",
+        help="with --pairs: write <img0>_<img1>.npz and .png for every pair here",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="with --pairs: no progress bar")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what is loaded")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return parser
+
+
+@dataclass
+class _Pair:
+    image0: Path
+    image1: Path
+    K0: np.ndarray | None
+    K1: np.ndarray | None
+
+
+def _intrinsics(k0: Any, k1: Any) -> tuple[np.ndarray | None, np.ndarray | None]:
+    from loftr_core.geometry import parse_intrinsics
+
+    if (k0 is None) != (k1 is None):
+        raise InputError("give both --K0 and --K1 (intrinsics of both images) or neither")
+    if k0 is None:
+        return None, None
+    return parse_intrinsics(k0, "K0"), parse_intrinsics(k1, "K1")
+
+
+def read_pairs(path: Path, image_root: Path | None = None) -> list[_Pair]:
+    """Parse a pairs file: ``img0 img1`` or ``img0 img1`` + 9 numbers of K0 + 9 of K1 per line."""
+    if not path.is_file():
+        raise InputError(f"pairs file {str(path)!r} does not exist or is not a file")
+    root = image_root if image_root is not None else path.parent
+    pairs: list[_Pair] = []
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read pairs file {str(path)!r}: {exc}") from None
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        parts = line.split()
+        if len(parts) not in (2, 20):
+            raise InputError(
+                f"{path}:{number}: expected 'img0 img1' or 'img0 img1' + 9 numbers of K0 + 9 of "
+                f"K1 (20 fields), got {len(parts)} fields"
+            )
+        K0 = K1 = None
+        if len(parts) == 20:
+            K0, K1 = _intrinsics(" ".join(parts[2:11]), " ".join(parts[11:20]))
+        p0, p1 = (Path(p) if Path(p).is_absolute() else root / p for p in parts[:2])
+        pairs.append(_Pair(p0, p1, K0, K1))
+    if not pairs:
+        raise InputError(f"pairs file {str(path)!r} lists no pairs")
+    return pairs
+
+
+def _report(pair: _Pair, result: Any, pose: Any) -> str:
+    line = f"{pair.image0.name} {pair.image1.name}: {len(result)} matches"
+    if pair.K0 is not None:
+        line += f", pose from {pose.num_inliers} inliers" if pose is not None else ", pose: failed"
+    return line
+
+
+def _pose_text(pose: Any) -> list[str]:
+    import cv2
+
+    rvec = cv2.Rodrigues(pose.R)[0].ravel()
+    angle = float(np.degrees(np.linalg.norm(rvec)))
+    return [
+        f"inliers: {pose.num_inliers}",
+        f"rotation: {angle:.3f} deg about axis "
+        + np.array2string(rvec / max(np.linalg.norm(rvec), 1e-12), precision=4),
+        "translation direction: " + np.array2string(pose.t, precision=4),
+        "R: " + np.array2string(pose.R, precision=5).replace("\n", ""),
+    ]
+
+
+def _save_npz(path: Path, result: Any, pose: Any) -> None:
+    if path.suffix.lower() != ".npz":
+        raise InputError(f"--save path {str(path)!r} must end in .npz")
+    arrays: dict[str, np.ndarray] = {
+        "keypoints0": result.keypoints0,
+        "keypoints1": result.keypoints1,
+        "confidence": result.confidence,
+        "image0_size": np.array(result.image0_size),
+        "image1_size": np.array(result.image1_size),
+    }
+    if pose is not None:
+        arrays.update(R=pose.R, t=pose.t, inliers=pose.inliers)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **arrays)  # type: ignore[arg-type]
+
+
+def _process(pair: _Pair, result: Any, out: Path | None, save: Path | None) -> Any:
+    from loftr_core.geometry import estimate_pose
+    from loftr_core.plotting import draw_matches, save_plot
+
+    pose = None
+    if pair.K0 is not None and pair.K1 is not None:
+        pose = estimate_pose(result.keypoints0, result.keypoints1, pair.K0, pair.K1)
+    if out is not None:
+        plot = draw_matches(
+            pair.image0,
+            pair.image1,
+            result.keypoints0,
+            result.keypoints1,
+            confidence=result.confidence,
+            inliers=None if pose is None else pose.inliers,
+        )
+        save_plot(plot, out)
+    if save is not None:
+        _save_npz(save, result, pose)
+    return pose
+
+
+def _silence_opencv(cv2: Any) -> None:
+    set_level = getattr(cv2, "setLogLevel", None)
+    utils_logging = getattr(getattr(cv2, "utils", None), "logging", None)
+    if set_level is None and utils_logging is not None:
+        set_level = getattr(utils_logging, "setLogLevel", None)
+    if set_level is not None:
+        set_level(0)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import cv2
+
+    from loftr_core.matcher import Matcher
+
+    _silence_opencv(cv2)  # OpenCV's own warnings would bypass our one-line errors
+    if args.weights is None:
+        raise InputError(NO_WEIGHTS)
+    if args.pairs is None and (args.image0 is None or args.image1 is None):
+        raise InputError("give two images (IMG0 IMG1) or --pairs FILE; see loftr-match --help")
+    if args.pairs is not None and args.image0 is not None:
+        raise InputError("give either two images or --pairs FILE, not both")
+    if args.out is not None and Path(args.out).suffix.lower() != ".png":
+        raise InputError(f"--out {args.out!r} must end in .png (plots are PNG)")
+    if args.save is not None and Path(args.save).suffix.lower() != ".npz":
+        raise InputError(f"--save {args.save!r} must end in .npz")
+    if args.pairs is not None:
+        image_root = Path(args.image_root) if args.image_root else None
+        pairs = read_pairs(Path(args.pairs), image_root)
+    else:
+        K0, K1 = _intrinsics(args.K0, args.K1)
+        pairs = [_Pair(Path(args.image0), Path(args.image1), K0, K1)]
+    for pair in pairs:  # fail fast on a missing image, before loading the model
+        for image in (pair.image0, pair.image1):
+            if not image.is_file():
+                raise InputError(f"image file {str(image)!r} does not exist; check the path")
+    matcher = Matcher.from_checkpoint(
+        args.weights,
+        args.preset,
+        attention=args.attention,
+        device=args.device,
+        threshold=args.thr,
+        dtype=args.dtype,
+        resize=args.resize,
+        max_matches=args.max_matches,
+    )
+    if args.pairs is None:
+        pair = pairs[0]
+        result = matcher.match(pair.image0, pair.image1)
+        pose = _process(
+            pair,
+            result,
+            Path(args.out) if args.out else None,
+            Path(args.save) if args.save else None,
+        )
+        print(f"matches: {len(result)}")
+        if pair.K0 is not None:
+            print("\n".join(_pose_text(pose)) if pose is not None else "pose: estimation failed")
+        return 0
+    return _run_pairs(args, matcher, pairs)
+
+
+def _run_pairs(args: argparse.Namespace, matcher: Any, pairs: list[_Pair]) -> int:
+    from tqdm import tqdm
+
+    out_dir = Path(args.out_dir) if args.out_dir else None
+    counts: list[int] = []
+    poses = 0
+    with tqdm(total=len(pairs), desc=PROG, unit="pair", disable=args.no_progress) as bar:
+        for pair in pairs:
+            result = matcher.match(pair.image0, pair.image1)
+            stem = f"{pair.image0.stem}_{pair.image1.stem}"
+            pose = _process(
+                pair,
+                result,
+                out_dir / f"{stem}.png" if out_dir else None,
+                out_dir / f"{stem}.npz" if out_dir else None,
+            )
+            counts.append(len(result))
+            poses += pose is not None
+            bar.write(_report(pair, result, pose))
+            bar.update(1)
+    summary = f"pairs: {len(pairs)}, matches per pair: mean {np.mean(counts):.1f}"
+    if any(p.K0 is not None for p in pairs):
+        summary += f", poses estimated: {poses}/{sum(p.K0 is not None for p in pairs)}"
+    print(summary)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``loftr-match``; returns the exit status (0 ok, 2 bad input)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(name)s: %(message)s",
+    )
+    try:
+        return _run(args)
+    except (LoftrError, LoftrAttentionError) as exc:
+        message = " ".join(str(exc).split())  # one line, whatever the message holds
+        print(f"{PROG}: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:  # writing outputs: permissions, full disk, a folder in the way
+        print(f"{PROG}: error: {exc.strerror or exc}: {exc.filename or ''}", file=sys.stderr)
+        return EXIT_USAGE
+    except (MemoryError, torch.OutOfMemoryError):
+        print(f"{PROG}: error: out of memory; use a smaller --resize", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

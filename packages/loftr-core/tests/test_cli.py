@@ -1,0 +1,260 @@
+"""``loftr-match`` and ``loftr-convert``: outputs, pairs files, and one-line errors (exit 2)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from loftr_core import cli, convert
+from loftr_core.checkpoint import read_checkpoint, save_native
+from loftr_core.config import LoFTRConfig
+from loftr_core.matcher import Matcher
+from loftr_core.model import LoFTR
+
+K0 = "500,500,80,60"
+K1 = "500 0 80 0 500 60 0 0 1"
+
+
+def _tiny() -> LoFTR:
+    torch.manual_seed(0)
+    return LoFTR(
+        LoFTRConfig.outdoor_ds().replace(
+            resnetfpn={"initial_dim": 16, "block_dims": (16, 24, 32)},
+            coarse={"d_model": 32, "nhead": 4, "layer_names": ("self", "cross")},
+            fine={"d_model": 16, "nhead": 2},
+        )
+    )
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("cli")
+    rng = np.random.default_rng(0)
+    base = cv2.resize(rng.integers(0, 256, (15, 20), dtype=np.uint8), (160, 120))
+    colour = cv2.cvtColor(base, cv2.COLOR_GRAY2BGR)
+    paths = {"a": root / "a.png", "b": root / "b.jpg", "w": root / "tiny.safetensors"}
+    cv2.imwrite(str(paths["a"]), colour)
+    cv2.imwrite(str(paths["b"]), np.roll(colour, 8, axis=1))
+    save_native(_tiny(), paths["w"])
+    # official Lightning layout of a full outdoor_ds model (random weights)
+    torch.manual_seed(1)
+    sd = {f"matcher.{k}": v for k, v in LoFTR(LoFTRConfig.outdoor_ds()).state_dict().items()}
+    paths["official"] = root / "outdoor_ds.ckpt"
+    torch.save({"state_dict": sd, "epoch": 3, "global_step": 7}, paths["official"])
+    return paths
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = cli.main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _assert_one_line_error(code: int, err: str, *needles: str) -> None:
+    assert code == 2
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("loftr-match: error: "), err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+def test_help_documents_every_option(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    for action in cli.build_parser()._actions:
+        for flag in action.option_strings:
+            assert flag in text, flag
+    assert "examples:" in text and "loftr-match --pairs pairs.txt" in text
+    assert "zju3dv/LoFTR" in text
+
+
+def test_single_pair_writes_plot_and_matches(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    png, npz = tmp_path / "m.png", tmp_path / "m.npz"
+    code, out, err = _run(
+        capsys, files["a"], files["b"], "--weights", files["w"], "--thr", "0", "--out", png,
+        "--save", npz, "--K0", K0, "--K1", K1, "--max-matches", "40",
+    )  # fmt: skip
+    assert code == 0, err
+    data = np.load(npz)
+    n = len(data["confidence"])
+    assert out.splitlines()[0] == f"matches: {n}" and 0 < n <= 40
+    assert f"inliers: {int(data['inliers'].sum())}" in out and data["R"].shape == (3, 3)
+    # the CLI's matches are the API's matches
+    ref = Matcher.from_checkpoint(files["w"], threshold=0.0, max_matches=40).match(
+        files["a"], files["b"]
+    )
+    np.testing.assert_array_equal(data["keypoints0"], ref.keypoints0)
+    np.testing.assert_array_equal(data["image0_size"], [120, 160])
+    plot = cv2.imread(str(png))
+    assert plot.shape == (120, 160 + 10 + 160, 3)
+
+
+def test_official_checkpoint_directly(
+    files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = _run(
+        capsys, files["a"], files["a"], "--weights", files["official"], "--resize", "64"
+    )
+    assert code == 0, err
+    assert out.startswith("matches: ")
+
+
+def test_pairs_file_with_progress(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pairs = tmp_path / "pairs.txt"
+    k9 = "500 0 80 0 500 60 0 0 1"
+    pairs.write_text(
+        f"# comment line\n{files['a']} {files['b']} {k9} {k9}\n\n{files['b'].name} {files['a']}\n"
+    )
+    out_dir = tmp_path / "res"
+    code, out, err = _run(
+        capsys, "--pairs", pairs, "--image-root", files["a"].parent, "--weights", files["w"],
+        "--thr", "0", "--out-dir", out_dir,
+    )  # fmt: skip
+    assert code == 0, err
+    assert "pairs: 2" in out and "poses estimated: " in out
+    assert (out_dir / "a_b.npz").is_file() and (out_dir / "b_a.png").is_file()
+    assert "pose from" in err or "pose from" in out  # per-pair lines go through tqdm.write
+    assert "2/2" in err  # the progress bar
+
+
+@pytest.mark.parametrize(
+    ("kind", "needles"),
+    [
+        ("missing", ("does not exist",)),
+        ("text", ("not an image",)),
+        ("empty", ("empty",)),
+        ("truncated", ("truncated JPEG",)),
+    ],
+)
+def test_bad_images(
+    kind: str,
+    needles: tuple[str, ...],
+    files: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    bad = tmp_path / "bad.jpg"
+    if kind == "text":
+        bad.write_text("hello\n" * 50)
+    elif kind == "empty":
+        bad.write_bytes(b"")
+    elif kind == "truncated":
+        data = files["b"].read_bytes()
+        bad.write_bytes(data[: len(data) // 2])
+    code, _, err = _run(capsys, files["a"], bad, "--weights", files["w"])
+    _assert_one_line_error(code, err, str(bad), *needles)
+
+
+def test_sixteen_bit_and_alpha_pngs_just_work(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    img = cv2.imread(str(files["a"]))
+    deep, alpha = tmp_path / "deep.png", tmp_path / "alpha.png"
+    cv2.imwrite(str(deep), img.astype(np.uint16) * 257)
+    cv2.imwrite(str(alpha), np.dstack([img, np.full(img.shape[:2], 128, np.uint8)]))
+    code, out_png, err = _run(capsys, deep, alpha, "--weights", files["w"], "--thr", "0")
+    assert code == 0, err
+    code, out_ref, _ = _run(capsys, files["a"], files["a"], "--weights", files["w"], "--thr", "0")
+    assert out_png == out_ref  # same pixels -> same matches
+
+
+@pytest.mark.parametrize(
+    ("extra", "needles"),
+    [
+        (("--preset", "outdoor_ot"), ("dual-softmax (DS)", "outdoor_ds")),
+        (("--K0", "1,2,3", "--K1", K1), ("K0", "4 numbers")),
+        (("--K0", K0), ("--K1",)),
+        (("--attention", "nonsense"), ("unknown attention backend",)),
+        (("--out", "plot.jpg"), (".png",)),
+    ],
+)
+def test_bad_options(
+    extra: tuple[str, ...],
+    needles: tuple[str, ...],
+    files: dict[str, Path],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, _, err = _run(capsys, files["a"], files["b"], "--weights", files["official"], *extra)
+    _assert_one_line_error(code, err, *needles)
+
+
+def test_bad_weights(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = _run(capsys, files["a"], files["b"])
+    _assert_one_line_error(code, err, "--weights is required", "zju3dv/LoFTR", "outdoor_ds.ckpt")
+    code, _, err = _run(capsys, files["a"], files["b"], "--weights", files["a"])
+    _assert_one_line_error(code, err, "not a PyTorch checkpoint")
+    code, _, err = _run(capsys, files["a"], files["b"], "--weights", tmp_path / "nope.ckpt")
+    _assert_one_line_error(code, err, "does not exist")
+
+
+def test_too_small_image(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    small = tmp_path / "small.png"
+    cv2.imwrite(str(small), np.zeros((20, 30), np.uint8))
+    code, _, err = _run(capsys, small, files["a"], "--weights", files["w"])
+    _assert_one_line_error(code, err, "30x20 px", "at least 33 px")
+
+
+def test_converter(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "outdoor_ds.safetensors"
+    assert convert.main([str(files["official"]), str(out), "--preset", "outdoor_ds"]) == 0
+    assert "lightning layout -> native" in capsys.readouterr().out
+    ckpt = read_checkpoint(out)
+    assert ckpt.layout == "native" and ckpt.config == LoFTRConfig.outdoor_ds()
+    official = torch.load(files["official"], weights_only=True)["state_dict"]
+    for key, value in ckpt.state_dict.items():
+        assert torch.equal(value, official[f"matcher.{key}"]), key
+    assert (
+        convert.main([str(files["official"]), str(tmp_path / "x.pt"), "--preset", "outdoor_ds"])
+        == 2
+    )
+    assert (
+        convert.main(
+            [str(files["official"]), str(tmp_path / "y.safetensors"), "--preset", "indoor_ot"]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert (
+        "must end in .safetensors" in err and "dual-softmax (DS)" in err and "Traceback" not in err
+    )
+
+
+def test_console_script_exit_code_and_no_traceback(files: dict[str, Path]) -> None:
+    script = Path(sys.executable).parent / "loftr-match"
+    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "loftr_core.cli"]
+    proc = subprocess.run(
+        [
+            *cmd,
+            str(files["a"]),
+            str(files["a"].parent / "missing.jpg"),
+            "--weights",
+            str(files["w"]),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"loftr-match: error: image file {str(files['a'].parent / 'missing.jpg')!r} does not exist; check the path"
+    ]
