@@ -72,12 +72,23 @@ def build(session: nox.Session) -> None:
         session.run(py, "-m", "pip", "install", "-q", TORCH, external=True)
         # Siblings are not on the registry: let pip find them among the wheels just built.
         session.run(
-            py, "-m", "pip", "install", "-q", "--find-links", str(dist), str(wheels[-1]),
+            py,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--find-links",
+            str(dist),
+            str(wheels[-1]),
             external=True,
         )
         module = name.replace("-", "_")
-        session.run(py, "-c", f"import {module}; print({module}.__name__, {module}.__version__)",
-                    external=True)
+        session.run(
+            py,
+            "-c",
+            f"import {module}; print({module}.__name__, {module}.__version__)",
+            external=True,
+        )
 
 
 @nox.session(python="3.11")
