@@ -1,0 +1,197 @@
+"""Evaluate a matcher on MegaDepth-format pairs: pose AUC, epipolar precision, match counts.
+
+The protocol is the original ``test.py`` (spec §6, §9): batch size 1, images resized by the
+dataset (840 px and padded to a square for MegaDepth-1500) with coarse padding masks, the model's
+matches expressed in ORIGINAL-image pixels (``scale0``/``scale1`` passed to the model), the
+original-resolution intrinsics ``diag(scale) @ K`` (the dataset's ``K`` is for the resized image),
+the relative pose by RANSAC on the essential matrix (0.5 px, confidence 0.99999) and the AUC of
+``max(R_err, t_err)`` at 5/10/20 degrees over pairs deduplicated by ``name0#name1``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Iterable, Mapping, Sequence, Sized
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from loftr_train.errors import EvaluationError
+from loftr_train.metrics import (
+    EPI_ERR_THR,
+    RANSAC_CONF,
+    RANSAC_PIXEL_THR,
+    PairMetrics,
+    aggregate_metrics,
+    pair_metrics,
+)
+
+__all__ = ["EvaluationResult", "evaluate", "format_table", "write_pair_results"]
+
+logger = logging.getLogger(__name__)
+
+_MODEL_KEYS = ("image0", "image1", "mask0", "mask1", "scale0", "scale1")
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    """Per-pair metrics and the dataset summary.
+
+    Attributes:
+        pairs: one :class:`~loftr_train.metrics.PairMetrics` per evaluated pair, in order.
+        summary: :func:`~loftr_train.metrics.aggregate_metrics` of ``pairs`` (``auc@5``,
+            ``auc@10``, ``auc@20``, ``prec@5e-04``, ``num_pairs``, ``mean_matches``,
+            ``mean_inliers``); AUC and precision are fractions.
+        scene_ids: scene of each pair (same order as ``pairs``).
+        pair_ids: index of each pair in its scene-info file.
+    """
+
+    pairs: list[PairMetrics]
+    summary: dict[str, float]
+    scene_ids: list[str]
+    pair_ids: list[int]
+
+
+def _unbatched(sample: Mapping[str, Any]) -> dict[str, Any]:
+    """Add the batch dimension to one dataset sample (batch size 1)."""
+    out: dict[str, Any] = {}
+    for key, value in sample.items():
+        out[key] = value[None] if isinstance(value, torch.Tensor) else value
+    return out
+
+
+def _original_K(K: torch.Tensor, scale: torch.Tensor) -> np.ndarray:
+    """``diag(scale_x, scale_y, 1) @ K`` in float64 (intrinsics of the original image)."""
+    k = K.detach().cpu().double().numpy().reshape(3, 3)
+    s = scale.detach().cpu().double().numpy().reshape(2)
+    return np.diag([s[0], s[1], 1.0]) @ k
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module,
+    dataset: Iterable[Mapping[str, Any]],
+    *,
+    device: str | torch.device = "cpu",
+    max_pairs: int | None = None,
+    progress: bool = True,
+    epi_err_thr: float = EPI_ERR_THR,
+    ransac_pixel_thr: float = RANSAC_PIXEL_THR,
+    ransac_conf: float = RANSAC_CONF,
+    thresholds: Sequence[float] = (5, 10, 20),
+) -> EvaluationResult:
+    """Run ``model`` on every pair of ``dataset`` and compute LoFTR's test metrics.
+
+    Args:
+        model: a matcher with LoFTR's inference contract: ``model(data)`` with ``image0``,
+            ``image1`` ``(1, 1, H, W)``, optional ``mask0``/``mask1``/``scale0``/``scale1``,
+            returning ``keypoints0``/``keypoints1`` ``(M, 2)`` in original-image pixels when
+            the scales are given. Put in eval mode by the caller (``load_model`` does).
+        dataset: unbatched MegaDepth-format samples (``loftr_data.MegaDepthDataset`` or
+            ``loftr_data.megadepth1500``): they need ``K0``, ``K1``, ``T_0to1``, ``scale0``,
+            ``scale1`` and ``pair_names``; depth is not needed.
+        device: where the model runs.
+        max_pairs: evaluate only the first ``max_pairs`` pairs.
+        progress: show a tqdm progress bar (stderr).
+        epi_err_thr: epipolar precision threshold.
+        ransac_pixel_thr: RANSAC threshold in original pixels.
+        ransac_conf: RANSAC confidence.
+        thresholds: AUC thresholds in degrees.
+
+    Returns:
+        The :class:`EvaluationResult`.
+
+    Raises:
+        EvaluationError: a sample lacks the keys needed, or the model output lacks keypoints.
+    """
+    total: int | None = None
+    if isinstance(dataset, Sized):
+        total = len(dataset)
+        if max_pairs is not None:
+            total = min(total, max_pairs)
+    pairs: list[PairMetrics] = []
+    scene_ids: list[str] = []
+    pair_ids: list[int] = []
+    bar = tqdm(total=total, desc="loftr-eval", unit="pair", disable=not progress, leave=False)
+    try:
+        for index, sample in enumerate(dataset):
+            if max_pairs is not None and index >= max_pairs:
+                break
+            missing = [
+                k
+                for k in ("K0", "K1", "T_0to1", "scale0", "scale1", "pair_names")
+                if k not in sample
+            ]
+            if missing:
+                raise EvaluationError(
+                    f"pair {index} lacks {missing} (it has {sorted(sample)}); evaluation needs "
+                    "MegaDepth-format samples with intrinsics, relative pose and scales"
+                )
+            batch = _unbatched(sample)
+            data = {k: batch[k].to(device) for k in _MODEL_KEYS if k in batch}
+            out = model(data)
+            if "keypoints0" not in out or "keypoints1" not in out:
+                raise EvaluationError(
+                    f"the model returned {sorted(out)}; expected keypoints0/keypoints1 (the "
+                    "loftr_core.model.LoFTR inference contract)"
+                )
+            names = sample["pair_names"]
+            metrics = pair_metrics(
+                out["keypoints0"],
+                out["keypoints1"],
+                _original_K(sample["K0"], sample["scale0"]),
+                _original_K(sample["K1"], sample["scale1"]),
+                sample["T_0to1"],
+                identifier=f"{names[0]}#{names[1]}",
+                epi_err_thr=epi_err_thr,
+                ransac_pixel_thr=ransac_pixel_thr,
+                ransac_conf=ransac_conf,
+            )
+            pairs.append(metrics)
+            scene_ids.append(str(sample.get("scene_id", "")))
+            pair_ids.append(int(sample.get("pair_id", index)))
+            bar.update(1)
+            bar.set_postfix(matches=metrics.num_matches)
+    finally:
+        bar.close()
+    summary = aggregate_metrics(pairs, thresholds=thresholds, epi_err_thr=epi_err_thr)
+    return EvaluationResult(pairs=pairs, summary=summary, scene_ids=scene_ids, pair_ids=pair_ids)
+
+
+def write_pair_results(result: EvaluationResult, path: str | Path) -> Path:
+    """Write one JSON object per pair (JSON Lines); infinite errors are written as ``null``.
+
+    Each line has ``identifier``, ``scene_id``, ``pair_id``, ``num_matches``, ``precision``,
+    ``R_err``, ``t_err``, ``pose_error`` (degrees) and ``num_inliers``.
+    """
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", encoding="utf-8") as fh:
+        for pm, scene, pid in zip(result.pairs, result.scene_ids, result.pair_ids, strict=True):
+            row = {"scene_id": scene, "pair_id": pid, **pm.to_json()}
+            fh.write(json.dumps(row, sort_keys=True) + "\n")
+    return out
+
+
+def format_table(summary: Mapping[str, float]) -> str:
+    """A plain-text table of the summary: AUC and precision in percent, counts as numbers."""
+    rows: list[tuple[str, str]] = []
+    for key, value in summary.items():
+        if key.startswith(("auc@", "prec@")):
+            rows.append((key, f"{100.0 * value:.2f}" if math.isfinite(value) else "nan"))
+        elif key == "num_pairs":
+            rows.append((key, f"{int(value)}"))
+        else:
+            rows.append((key, f"{value:.1f}"))
+    width = max([len("metric")] + [len(k) for k, _ in rows])
+    vwidth = max([len("value")] + [len(v) for _, v in rows])
+    lines = [f"| {'metric'.ljust(width)} | {'value'.rjust(vwidth)} |"]
+    lines.append(f"|{'-' * (width + 2)}|{'-' * (vwidth + 2)}|")
+    lines += [f"| {k.ljust(width)} | {v.rjust(vwidth)} |" for k, v in rows]
+    return "\n".join(lines)
