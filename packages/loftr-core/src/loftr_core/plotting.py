@@ -50,31 +50,22 @@ def _points(value: Any, name: str) -> np.ndarray:
 
 
 def _caption(canvas: np.ndarray, lines: Sequence[str]) -> None:
+    """White text on a half-transparent dark box in the top-left corner."""
+    lines = [line for line in lines if line]
+    if not lines:
+        return
     scale = max(0.5, min(1.2, canvas.shape[0] / 640.0))
     thickness = max(1, round(scale * 2))
     step = int(30 * scale)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    width = max(cv2.getTextSize(line, font, scale, thickness)[0][0] for line in lines)
+    x1 = min(canvas.shape[1], 16 + width)
+    y1 = min(canvas.shape[0], step * len(lines) + step // 2)
+    box = canvas[:y1, :x1]
+    box[:] = (box.astype(np.float32) * 0.45).astype(np.uint8)
     for i, line in enumerate(lines):
         org = (8, step * (i + 1))
-        cv2.putText(
-            canvas,
-            line,
-            org,
-            cv2.FONT_HERSHEY_SIMPLEX,
-            scale,
-            (0, 0, 0),
-            thickness + 2,
-            cv2.LINE_AA,
-        )
-        cv2.putText(
-            canvas,
-            line,
-            org,
-            cv2.FONT_HERSHEY_SIMPLEX,
-            scale,
-            (255, 255, 255),
-            thickness,
-            cv2.LINE_AA,
-        )
+        cv2.putText(canvas, line, org, font, scale, (255, 255, 255), thickness, cv2.LINE_AA)
 
 
 def draw_matches(
