@@ -29,6 +29,7 @@ __all__ = [
     "all_reduce_any",
     "all_reduce_mean",
     "barrier",
+    "broadcast_buffers",
     "cleanup_distributed",
     "init_distributed",
 ]
@@ -197,3 +198,20 @@ def barrier(ctx: DistContext) -> None:
         )
     else:
         _collective(ctx, "barrier", lambda: dist.barrier())
+
+
+def broadcast_buffers(ctx: DistContext, module: torch.nn.Module) -> None:
+    """Copy rank 0's buffers (BatchNorm running statistics) to every rank.
+
+    DDP broadcasts buffers at the start of each forward, so after the last training step the
+    ranks' running statistics differ by their last batch; call this before validation and
+    checkpoints so every replica evaluates and ends with the same model.
+    """
+    if not ctx.distributed:
+        return
+    for name, buf in module.named_buffers():
+
+        def send(buf: torch.Tensor = buf) -> None:
+            dist.broadcast(buf, src=0)
+
+        _collective(ctx, f"broadcast({name})", send)

@@ -18,7 +18,7 @@ Test hooks (environment variables, used by the package's tests only):
 ``LOFTR_TRAIN_TEST_KILL_AFTER_STEP=k`` SIGKILLs the process after iteration ``k`` (after its
 checkpoint); ``LOFTR_TRAIN_TEST_NAN_AT=step:rank`` makes that rank's loss NaN at that iteration;
 ``LOFTR_TRAIN_TEST_NO_GT_AT=step:rank`` moves that rank's homography batch so it has no ground
-truth.
+truth; ``LOFTR_TRAIN_TEST_DUMP_DIR=dir`` saves every rank's final state dict there.
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ from loftr_train.distributed import (
     all_gather_objects,
     all_reduce_any,
     all_reduce_mean,
+    broadcast_buffers,
     cleanup_distributed,
     init_distributed,
 )
@@ -202,7 +203,10 @@ class Trainer:
         seed_everything(cfg.trainer.seed)  # identical initial weights on every rank
         model = LoFTR(model_cfg)
         if ctx.distributed and cfg.trainer.sync_batchnorm:
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            if ctx.device.type == "cuda":
+                model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            elif ctx.is_main:
+                logger.info("SyncBatchNorm needs CUDA: per-process BatchNorm statistics on CPU")
         model.to(ctx.device)
         self.model = model
         seed_everything(cfg.trainer.seed + ctx.rank)
@@ -257,7 +261,7 @@ class Trainer:
         self.best_epoch: int | None = None
         self.last_metrics: dict[str, float] = {}
         self.last_loss: float | None = None
-        self._last_saved: tuple[int, bool] | None = None
+        self._last_saved: tuple[int, int, int] | None = None
 
         resume = self.resume
         if resume is None and cfg.checkpoint.auto_resume:
@@ -311,8 +315,13 @@ class Trainer:
                 break  # stopped by max_steps
             self._end_epoch()
             p.epoch, p.batch_in_epoch, p.epoch_done = p.epoch + 1, 0, False
-        if self._last_saved != (p.step, p.epoch_done):
+        broadcast_buffers(self.ctx, self.model)
+        if self._last_saved != self._position():
             self._save(best=False)
+        dump = os.environ.get("LOFTR_TRAIN_TEST_DUMP_DIR")
+        if dump:  # test hook: every rank's final state, to compare replicas
+            Path(dump).mkdir(parents=True, exist_ok=True)
+            torch.save(self.model.state_dict(), Path(dump) / f"rank{self.ctx.rank}.pt")
 
     def _train_epoch(self) -> None:
         cfg, p, ctx = self.config, self.progress, self.ctx
@@ -454,6 +463,7 @@ class Trainer:
     # ------------------------------------------------------------------------- epoch end, eval
     def _end_epoch(self) -> None:
         cfg, p = self.config, self.progress
+        broadcast_buffers(self.ctx, self.model)
         every_val = cfg.trainer.val_every_n_epochs
         improved = False
         if self.val is not None and every_val and (p.epoch + 1) % every_val == 0:
@@ -535,15 +545,26 @@ class Trainer:
             fh.write(f"{p.step} {p.epoch} {' '.join(ids)}\n")
 
     # ---------------------------------------------------------------------------- checkpoints
+    def _position(self) -> tuple[int, int, int]:
+        """(step, epoch, batch) with a finished epoch counted as the start of the next one."""
+        p = self.progress
+        if p.epoch_done:
+            return (p.step, p.epoch + 1, 0)
+        return (p.step, p.epoch, p.batch_in_epoch)
+
     def _save(self, *, best: bool, write_last: bool = True) -> None:
         """Gather every rank's RNG and sampler state; rank 0 writes ``last`` (and ``best``)."""
         ctx, p, cfg = self.ctx, self.progress, self.config
-        consumed = min(p.batch_in_epoch * cfg.data.batch_size, self.sampler.num_samples)
-        sampler_state = self.sampler.state_dict(consumed=consumed)
+        # the sampler's identity fields, with OUR exact position (workers may prefetch ahead)
+        sampler_state = self.sampler.state_dict()
         sampler_state["epoch"] = p.epoch
+        sampler_state["consumed"] = min(
+            p.batch_in_epoch * cfg.data.batch_size, self.sampler.num_samples
+        )
         local = {"rng": capture_rng_state(), "sampler": sampler_state}
         gathered = all_gather_objects(ctx, local)
-        self._last_saved = (p.step, p.epoch_done)
+        if write_last:
+            self._last_saved = self._position()
         if not ctx.is_main:
             return
         state = {

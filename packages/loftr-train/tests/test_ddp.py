@@ -1,0 +1,131 @@
+"""Two CPU processes under torchrun (gloo): disjoint samples, identical replicas, faults."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+
+TINY: dict[str, Any] = {
+    "model": {
+        "preset": "default",
+        "options": {
+            "resnetfpn": {"initial_dim": 16, "block_dims": [16, 24, 32]},
+            "coarse": {"d_model": 32, "nhead": 2, "layer_names": ["self", "cross"]},
+            "fine": {"d_model": 16, "nhead": 2, "layer_names": ["self", "cross"]},
+            "match_coarse": {
+                "train_coarse_percent": 0.3,
+                "train_pad_num_gt_min": 8,
+                "border_rm": 1,
+            },
+        },
+    },
+    "data": {
+        "dataset": "synthetic",
+        "synthetic": {"size": [64, 64]},
+        "synthetic_train": {"length": 16, "seed": 0},
+        "synthetic_val": {"length": 6, "seed": 99, "photometric": None},
+        "batch_size": 2,
+        "val_batch_size": 2,
+        "num_workers": 0,
+        "pin_memory": False,
+    },
+    "sampler": {"n_samples_per_subset": 16, "replacement": False, "seed": 3},
+    "optim": {"canonical_lr": 0.064},
+    "schedule": {"warmup_step": 1, "milestones": [1]},
+    "trainer": {"max_epochs": 2, "device": "cpu", "num_threads": 1, "dist_timeout_s": 60},
+    "checkpoint": {"every_n_steps": 3, "every_n_epochs": 1, "monitor": "prec@3px"},
+    "logging": {"progress_bar": False, "tensorboard": True, "log_sample_ids": True},
+}
+
+
+@pytest.mark.slow
+def test_two_process_torchrun_training(tmp_path: Path) -> None:
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(TINY))
+    run, dump = tmp_path / "run", tmp_path / "dump"
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env.update(
+        OMP_NUM_THREADS="1",
+        LOFTR_TRAIN_TEST_DUMP_DIR=str(dump),
+        LOFTR_TRAIN_TEST_NAN_AT="2:1",  # rank 1 alone gets a NaN loss at iteration 2
+        LOFTR_TRAIN_TEST_NO_GT_AT="3:0",  # rank 0 alone has no ground truth at iteration 3
+    )
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
+        "--nproc_per_node", "2", "-m", "loftr_train.cli_train", str(config),
+        f"logging.run_dir={run}",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=170, env=env)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+
+    # 2 epochs x (16 pairs / 2 ranks / batch 2) = 8 iterations, one skipped on BOTH ranks
+    summary = re.search(
+        r"finished: 2 epochs, 8 iterations, 7 optimiser steps \(1 skipped\), last loss ([0-9.]+)",
+        out,
+    )
+    assert summary is not None, out[-4000:]
+    assert float(summary.group(1)) > 0
+    assert "iteration 2 skipped on all ranks" in out
+
+    # every epoch the two ranks saw disjoint halves of the 16 pairs
+    per_rank = []
+    for rank in (0, 1):
+        lines = (run / f"samples_rank{rank}.txt").read_text().split("\n")
+        per_rank.append([ln.split() for ln in lines if ln])
+    for epoch in ("0", "1"):
+        seen = [set(i for ln in rows if ln[1] == epoch for i in ln[2:]) for rows in per_rank]
+        assert len(seen[0]) == len(seen[1]) == 8
+        assert not seen[0] & seen[1]
+        assert seen[0] | seen[1] == {f"procedural:{k}" for k in range(16)}
+
+    # the replicas hold identical weights (and BatchNorm statistics), all finite
+    s0 = torch.load(dump / "rank0.pt", weights_only=True)
+    s1 = torch.load(dump / "rank1.pt", weights_only=True)
+    assert s0.keys() == s1.keys()
+    for key in s0:
+        assert torch.equal(s0[key], s1[key]), key
+        if s0[key].is_floating_point():
+            assert torch.isfinite(s0[key]).all(), key
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert len(ckpt["rng"]) == 2 and [s["rank"] for s in ckpt["sampler"]] == [0, 1]
+    assert any(p.name.startswith("events.out.tfevents") for p in (run / "tb").iterdir())
+
+
+STALL = """
+import sys, time
+from loftr_train.distributed import DistributedError, all_reduce_any, init_distributed
+ctx = init_distributed("cpu", "gloo", timeout_s=3)
+if ctx.rank == 1:
+    time.sleep(60)  # a stuck rank
+    sys.exit(0)
+try:
+    all_reduce_any(ctx, False)
+except DistributedError as exc:
+    print("CAUGHT", exc, flush=True)
+    sys.exit(3)
+"""
+
+
+@pytest.mark.slow
+def test_stalled_collective_times_out_with_a_clear_message(tmp_path: Path) -> None:
+    script = tmp_path / "stall.py"
+    script.write_text(STALL)
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
+        "--nproc_per_node", "2", str(script),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "CAUGHT rank 0/2: collective 'all_reduce(any)' failed or timed out" in out, out[-3000:]
+    assert "trainer.dist_timeout_s" in out

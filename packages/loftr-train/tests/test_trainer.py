@@ -1,0 +1,181 @@
+"""The training loop on a tiny synthetic config: resume after SIGKILL, skipped steps, faults."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from loftr_train.checkpointing import load_checkpoint
+from loftr_train.schedule import LRSchedule, scaled_lr_and_warmup
+from loftr_train.train_config import TrainConfig, load_config
+from loftr_train.trainer import Trainer
+from loftr_train.training_data import DataLoadError
+
+TINY: dict[str, Any] = {
+    "model": {
+        "preset": "default",
+        "options": {
+            "resnetfpn": {"initial_dim": 16, "block_dims": [16, 24, 32]},
+            "coarse": {"d_model": 32, "nhead": 2, "layer_names": ["self", "cross"]},
+            "fine": {"d_model": 16, "nhead": 2, "layer_names": ["self", "cross"]},
+            "match_coarse": {
+                "train_coarse_percent": 0.3,
+                "train_pad_num_gt_min": 8,
+                "border_rm": 1,
+            },
+        },
+    },
+    "data": {
+        "dataset": "synthetic",
+        "synthetic": {"size": [64, 64]},
+        "synthetic_train": {"length": 10, "seed": 0},
+        "synthetic_val": {"length": 4, "seed": 99, "photometric": None},
+        "batch_size": 2,
+        "val_batch_size": 2,
+        "num_workers": 0,
+        "pin_memory": False,
+    },
+    # every pair exactly once per epoch: 10 pairs, 5 batches of 2
+    "sampler": {"n_samples_per_subset": 10, "replacement": False, "seed": 3},
+    "optim": {"canonical_lr": 0.064},  # lr 2e-3 at batch 2
+    "schedule": {"warmup_step": 1, "milestones": [1]},  # 32 warm-up steps at batch 2 (x 64/2)
+    "trainer": {"max_epochs": 2, "device": "cpu", "num_threads": 1, "dist_timeout_s": 60},
+    "checkpoint": {"every_n_steps": 3, "every_n_epochs": 1, "monitor": "prec@3px"},
+    "logging": {"progress_bar": False, "tensorboard": False, "log_sample_ids": True},
+}
+
+
+def tiny(run_dir: Path, *overrides: str) -> TrainConfig:
+    return load_config(TINY, [f"logging.run_dir={run_dir}", *overrides])
+
+
+def _cli(
+    config: Path, run_dir: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        full_env.pop(key, None)
+    return subprocess.run(
+        [sys.executable, "-m", "loftr_train.cli_train", str(config), f"logging.run_dir={run_dir}"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=full_env,
+    )
+
+
+def _samples(run_dir: Path, rank: int = 0) -> dict[int, tuple[int, list[str]]]:
+    """step -> (epoch, sample ids); a step logged twice (redone after a kill) keeps the last."""
+    out: dict[int, tuple[int, list[str]]] = {}
+    for line in (run_dir / f"samples_rank{rank}.txt").read_text().splitlines():
+        step, epoch, *ids = line.split()
+        out[int(step)] = (int(epoch), ids)
+    return out
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(tmp_path: Path) -> None:
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(TINY))
+    full, killed = tmp_path / "full", tmp_path / "killed"
+
+    ref = _cli(config, full)
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    # killed right after iteration 7 (epoch 1, batch 2); the last checkpoint is iteration 6
+    dead = _cli(config, killed, {"LOFTR_TRAIN_TEST_KILL_AFTER_STEP": "7"})
+    assert dead.returncode == -9, dead.stderr[-3000:]
+    assert load_checkpoint(killed / "checkpoints" / "last.ckpt")["progress"]["step"] == 6
+    resumed = _cli(config, killed)  # resumes automatically from the run folder
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stderr
+
+    a = load_checkpoint(full / "checkpoints" / "last.ckpt")
+    b = load_checkpoint(killed / "checkpoints" / "last.ckpt")
+    assert a["progress"] == b["progress"]
+    assert a["progress"]["step"] == 10 and a["progress"]["optimizer_steps"] == 10
+    assert a["model"].keys() == b["model"].keys()
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    for sa, sb in zip(
+        a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True
+    ):
+        assert torch.equal(sa["exp_avg_sq"], sb["exp_avg_sq"])
+    # the same pairs, each once per epoch, in the same order
+    sa_, sb_ = _samples(full), _samples(killed)
+    assert sa_ == sb_
+    for epoch in (0, 1):
+        seen = [i for e, ids in sa_.values() if e == epoch for i in ids]
+        assert sorted(seen) == sorted(f"procedural:{k}" for k in range(10))
+    # the resolved config is in the run folder and in every checkpoint
+    assert TrainConfig.from_dict(yaml.safe_load((full / "config.yaml").read_text())) == (
+        TrainConfig.from_dict(a["train_config"])
+    )
+
+
+def test_fit_checkpoints_schedule_and_best(tmp_path: Path) -> None:
+    cfg = tiny(tmp_path / "run", "trainer.max_epochs=1", "checkpoint.every_n_steps=null")
+    result = Trainer(cfg).fit()
+    p = result.progress
+    assert (p.step, p.optimizer_steps, p.skipped_steps, p.epoch) == (5, 5, 0, 1)
+    assert result.last_loss is not None and np.isfinite(result.last_loss)
+    assert "5 optimiser steps (0 skipped)" in result.summary()
+    ckpt_dir = tmp_path / "run" / "checkpoints"
+    last = torch.load(ckpt_dir / "last.ckpt", weights_only=True)  # no pickled code inside
+    assert (ckpt_dir / "best.ckpt").is_file()
+    assert last["train_config"] == cfg.to_dict()
+    assert last["model_config"] == cfg.model.build().to_dict()
+    assert len(last["rng"]) == 1 and last["progress"]["epoch_done"]
+    # the LR of the last step follows the original schedule: scaled LR, warm-up from 10 %
+    lr, warm = scaled_lr_and_warmup(0.064, 64, 2, 1)
+    assert (lr, warm) == (pytest.approx(2e-3), 32)
+    expected = LRSchedule(true_lr=lr, warmup_steps=warm, milestones=[1]).lr_at(4, 0)
+    assert last["optimizer"]["param_groups"][0]["lr"] == pytest.approx(expected)
+    assert expected == pytest.approx(2e-4 + 4 / 32 * 1.8e-3)
+    assert {"prec@3px", "loss", "num_pairs"} <= set(result.last_metrics)
+    assert result.last_metrics["num_pairs"] == 4
+
+
+def test_nonfinite_loss_skips_the_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOFTR_TRAIN_TEST_NAN_AT", "2")
+    monkeypatch.setenv("LOFTR_TRAIN_TEST_NO_GT_AT", "3")  # a batch without ground truth trains on
+    cfg = tiny(tmp_path / "run", "trainer.max_steps=4", "trainer.val_every_n_epochs=0")
+    result = Trainer(cfg).fit()
+    p = result.progress
+    assert (p.step, p.optimizer_steps, p.skipped_steps) == (4, 3, 1)
+    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    # Adam counted exactly the three real steps
+    steps = {float(s["step"]) for s in state["optimizer"]["state"].values()}
+    assert steps == {3.0}
+
+
+def test_data_error_names_the_file(tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    cv2.imwrite(
+        str(photos / "good.png"), np.random.default_rng(0).integers(0, 255, (96, 96), np.uint8)
+    )
+    (photos / "broken.png").write_bytes(b"\x89PNG not really")
+    cfg = tiny(tmp_path / "run", f"data.root={photos}", "trainer.val_every_n_epochs=0")
+    with pytest.raises(DataLoadError, match=r"broken\.png"):
+        Trainer(cfg).fit()
+
+
+def test_explicit_resume_of_a_finished_run_adds_epochs(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    Trainer(tiny(run, "trainer.max_epochs=1", "trainer.val_every_n_epochs=0")).fit()
+    ckpt = run / "checkpoints" / "last.ckpt"
+    cfg = tiny(tmp_path / "run2", "trainer.max_epochs=2", "trainer.val_every_n_epochs=0")
+    result = Trainer(cfg, resume=ckpt).fit()
+    assert (result.progress.epoch, result.progress.step) == (2, 10)
+    seen = _samples(tmp_path / "run2")
+    assert sorted(seen) == [6, 7, 8, 9, 10]  # only the second epoch was trained
