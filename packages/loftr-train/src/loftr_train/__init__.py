@@ -2,7 +2,9 @@
 
 __version__ = "0.1.0"
 
+from loftr_train.checkpointing import load_checkpoint
 from loftr_train.coarse_supervision import CoarseSupervision, compute_coarse_supervision
+from loftr_train.distributed import DistributedError
 from loftr_train.errors import EvaluationError, SupervisionError
 from loftr_train.evaluation import EvaluationResult, evaluate
 from loftr_train.fine_supervision import compute_fine_supervision, fine_correct_mask
@@ -14,16 +16,26 @@ from loftr_train.metrics import (
     pair_metrics,
     pose_auc,
 )
+from loftr_train.schedule import LRSchedule, scaled_lr_and_warmup
+from loftr_train.train_config import TrainConfig, load_config
+from loftr_train.trainer import Trainer, TrainResult
+from loftr_train.training_data import DataLoadError
 
 __all__ = [
     "CoarseSupervision",
+    "DataLoadError",
+    "DistributedError",
     "EvaluationError",
     "EvaluationResult",
+    "LRSchedule",
     "LoFTRLoss",
     "LossConfig",
     "LossOutput",
     "PairMetrics",
     "SupervisionError",
+    "TrainConfig",
+    "TrainResult",
+    "Trainer",
     "__version__",
     "aggregate_metrics",
     "coarse_loss",
@@ -33,6 +45,9 @@ __all__ = [
     "evaluate",
     "fine_correct_mask",
     "fine_loss",
+    "load_checkpoint",
+    "load_config",
     "pair_metrics",
     "pose_auc",
+    "scaled_lr_and_warmup",
 ]
