@@ -203,6 +203,13 @@ def test_loftr_eval_reports_bad_inputs(
     # Pair 1 of sample.npz references images that are not shipped.
     assert main([str(tmp_path / "x.ckpt"), *base, "--pair-ids", "1"]) == 2
     assert "sample.npz" in capsys.readouterr().err
+    # MegaDepth-1500 index without its images under the root: says which files are missing.
+    index = sample_root.parent / "megadepth1500_index"
+    assert (
+        main([str(tmp_path / "x.ckpt"), "--data-root", str(sample_root), "--index-dir", str(index)])
+        == 2
+    )
+    assert "Undistorted_SfM/0022/images" in capsys.readouterr().err
 
 
 def test_console_script_is_registered() -> None:
