@@ -243,3 +243,52 @@ def test_real_pair_ground_truth_on_cuda_matches_cpu(real_batch: dict[str, Any]) 
     both = int((gpu.conf_matrix_gt.cpu() & cpu.conf_matrix_gt).sum())
     assert abs(gpu.num_matches - cpu.num_matches) <= 2 and both >= cpu.num_matches - 2
     assert torch.allclose(gpu.spv_w_pt0_i.cpu(), cpu.spv_w_pt0_i, atol=1e-2)
+
+
+def _literal_original(
+    batch: dict[str, Any], K0: torch.Tensor, K1: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """spvs_coarse written out step by step from spec §5.1, in the ORIGINAL convention
+    (unscaled intrinsics, grid points multiplied by 8 * scale), float32 like the original."""
+    h, w = 80, 80
+    grid = coarse_grid(h, w)[None]
+    p0 = grid * 8 * batch["scale0"][:, None]
+    p1 = grid * 8 * batch["scale1"][:, None]
+    p0[~batch["mask0"].reshape(1, -1)] = 0
+    p1[~batch["mask1"].reshape(1, -1)] = 0
+
+    def warp(
+        p: torch.Tensor, depth: torch.Tensor, T: torch.Tensor, Ka: torch.Tensor, Kb: torch.Tensor
+    ) -> torch.Tensor:
+        r = p.round().long()
+        z = depth[0, r[0, :, 1], r[0, :, 0]][None]
+        X = Ka.inverse() @ (
+            torch.cat([p, torch.ones_like(p[..., :1])], -1) * z[..., None]
+        ).transpose(2, 1)
+        q = (Kb @ (T[:, :3, :3] @ X + T[:, :3, [3]])).transpose(2, 1)
+        return q[..., :2] / (q[..., [2]] + 1e-4)
+
+    def index(pt: torch.Tensor) -> torch.Tensor:
+        r = pt.round().long()
+        i = r[..., 0] + r[..., 1] * w
+        i[(r[..., 0] < 0) | (r[..., 0] >= w) | (r[..., 1] < 0) | (r[..., 1] >= h)] = 0
+        return i
+
+    n1 = index(warp(p0, batch["depth0"], batch["T_0to1"], K0, K1) / (8 * batch["scale1"][:, None]))
+    n0 = index(warp(p1, batch["depth1"], batch["T_1to0"], K1, K0) / (8 * batch["scale0"][:, None]))
+    ok = n0[0][n1[0]] == torch.arange(h * w)
+    ok[0] = False
+    return ok.nonzero()[:, 0], n1[0][ok]
+
+
+def test_real_pair_equals_the_original_convention(
+    real_batch: dict[str, Any], shared_data: Path
+) -> None:
+    # Our path scales the dataset's resized-image K back; the original used the file's K as is.
+    info = np.load(shared_data / "megadepth_sample" / "sample.npz", allow_pickle=True)
+    a, b = (int(v) for v in info["pair_infos"][0][0])
+    K0 = torch.from_numpy(info["intrinsics"][a].astype(np.float32))[None]
+    K1 = torch.from_numpy(info["intrinsics"][b].astype(np.float32))[None]
+    i, j = _literal_original(real_batch, K0, K1)
+    spv = compute_coarse_supervision(real_batch)
+    assert torch.equal(spv.spv_i_ids, i) and torch.equal(spv.spv_j_ids, j)
