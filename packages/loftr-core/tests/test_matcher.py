@@ -43,8 +43,13 @@ def photo() -> np.ndarray:
     return cv2.GaussianBlur(img, (3, 3), 0)
 
 
-def test_self_match_is_in_original_pixels(model: LoFTR, photo: np.ndarray) -> None:
-    res = Matcher(model).match(photo, photo)
+@pytest.fixture(scope="module")
+def self_match(model: LoFTR, photo: np.ndarray) -> MatchResult:
+    return Matcher(model).match(photo, photo)
+
+
+def test_self_match_is_in_original_pixels(self_match: MatchResult) -> None:
+    res = self_match
     assert isinstance(res, MatchResult)
     assert res.image0_size == (171, 237) and res.image1_size == (171, 237)
     assert len(res) > 50
@@ -73,12 +78,12 @@ def test_resize_equals_scaled_result_of_prescaled_image(model: LoFTR, photo: np.
 
 
 def test_input_forms_give_identical_results(
-    model: LoFTR, photo: np.ndarray, tmp_path: Path
+    model: LoFTR, photo: np.ndarray, self_match: MatchResult, tmp_path: Path
 ) -> None:
     path = tmp_path / "p.png"
     cv2.imwrite(str(path), photo)
     matcher = Matcher(model)
-    ref = matcher.match(photo, photo)
+    ref = self_match
     as_tensor = torch.from_numpy(photo).float()[None, None] / 255.0
     as_rgb = np.repeat(photo[:, :, None], 3, axis=2)
     for a, b in [(path, str(path)), (as_tensor, as_tensor), (as_rgb, photo)]:
@@ -88,13 +93,14 @@ def test_input_forms_give_identical_results(
 
 
 def test_batches_return_one_result_per_pair_in_order(model: LoFTR, photo: np.ndarray) -> None:
-    small = photo[:120, :160]
-    other = np.ascontiguousarray(photo[::-1, ::-1][:150, :200])
-    pairs = [(photo, photo), (small, small), (photo, photo), (other, small)]
+    big = photo[:96, :136]
+    small = photo[:64, :80]
+    other = np.ascontiguousarray(photo[::-1, ::-1][:80, :104])
+    pairs = [(big, big), (small, small), (big, big), (other, small)]
     single = Matcher(model, batch_size=1).match_pairs(pairs)
     batched = Matcher(model, batch_size=4).match_pairs(pairs)
-    assert [r.image0_size for r in batched] == [(171, 237), (120, 160), (171, 237), (150, 200)]
-    assert [r.image1_size for r in batched] == [(171, 237), (120, 160), (171, 237), (120, 160)]
+    assert [r.image0_size for r in batched] == [(96, 136), (64, 80), (96, 136), (80, 104)]
+    assert [r.image1_size for r in batched] == [(96, 136), (64, 80), (96, 136), (64, 80)]
     # equal-size pairs are grouped and never padded: identical to one-at-a-time
     for k in (0, 2):
         np.testing.assert_allclose(batched[k].keypoints1, single[k].keypoints1, atol=1e-4)
@@ -109,8 +115,10 @@ def test_batches_return_one_result_per_pair_in_order(model: LoFTR, photo: np.nda
     assert len(common) >= 0.5 * len(single[1])
 
 
-def test_threshold_and_max_matches(model: LoFTR, photo: np.ndarray) -> None:
-    full = Matcher(model).match(photo, photo)
+def test_threshold_and_max_matches(
+    model: LoFTR, photo: np.ndarray, self_match: MatchResult
+) -> None:
+    full = self_match
     t = float(np.median(full.confidence))
     above = Matcher(model, threshold=t).match(photo, photo)
     assert len(above) == int((full.confidence > t).sum())
