@@ -112,3 +112,20 @@ def test_aggregate_deduplicates_by_identifier_last_wins() -> None:
     assert agg["mean_inliers"] == pytest.approx(12.5)
     js = _pm("x#y", math.inf, 0.0, 0).to_json()
     assert js["R_err"] is None and js["pose_error"] is None
+
+
+def test_pose_auc_equals_the_original_formula_on_random_errors() -> None:
+    trapezoid = getattr(np, "trapezoid", None) or np.trapz  # noqa: NPY201 (numpy < 2)
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        errs = list(rng.exponential(8.0, rng.integers(1, 40)))
+        errs += [math.inf] * int(rng.integers(0, 5))
+        e = [0.0, *sorted(errs)]
+        recall = list(np.linspace(0, 1, len(e)))
+        expected = {}
+        for thr in (5, 10, 20):
+            last = int(np.searchsorted(e, thr))
+            expected[f"auc@{thr}"] = (
+                trapezoid([*recall[:last], recall[last - 1]], [*e[:last], thr]) / thr
+            )
+        assert pose_auc(errs) == pytest.approx(expected, abs=1e-12)
