@@ -170,3 +170,17 @@ def test_bad_options(model: LoFTR) -> None:
         Matcher(model, device="cuda:7" if not torch.cuda.is_available() else "nonsense")
     with pytest.raises(ConfigError, match="LoFTR model"):
         Matcher(torch.nn.Linear(2, 2))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["fp32", "bf16", "fp16"])
+def test_cuda_dtypes_agree_with_cpu(model: LoFTR, photo: np.ndarray, dtype: str) -> None:
+    cpu = Matcher(model).match(photo, photo)
+    gpu = Matcher(LoFTR(model.config).eval(), device="cuda", dtype=dtype)
+    gpu.model.load_state_dict(model.state_dict())
+    res = gpu.match(photo, photo)
+    assert res.keypoints0.dtype == np.float32
+    assert float(np.abs(res.keypoints0 - res.keypoints1).max()) <= 4.0 + 1e-2
+    common = {tuple(p) for p in res.keypoints0} & {tuple(p) for p in cpu.keypoints0}
+    need = 0.95 if dtype == "fp32" else 0.5  # low precision may flip near-tied neighbours
+    assert len(common) >= need * len(cpu)

@@ -201,9 +201,10 @@ def _torch_load(path: Path) -> Any:
     except Exception as exc:  # torch raises many types for corrupt files
         raise _not_a_checkpoint(path, _first_line(exc)) from None
     unsafe: list[str] = []
-    if is_zip:
+    list_globals = getattr(torch.serialization, "get_unsafe_globals_in_checkpoint", None)
+    if is_zip and list_globals is not None:  # torch >= 2.5
         try:
-            unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+            unsafe = list_globals(str(path))
         except Exception as exc:
             raise _not_a_checkpoint(path, _first_line(exc)) from None
     if not unsafe:

@@ -374,7 +374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:  # writing outputs: permissions, full disk, a folder in the way
         print(f"{PROG}: error: {exc.strerror or exc}: {exc.filename or ''}", file=sys.stderr)
         return EXIT_USAGE
-    except (MemoryError, torch.OutOfMemoryError):
+    except (MemoryError, torch.cuda.OutOfMemoryError):
         print(f"{PROG}: error: out of memory; use a smaller --resize", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
