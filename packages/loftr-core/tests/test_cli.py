@@ -179,6 +179,7 @@ def test_sixteen_bit_and_alpha_pngs_just_work(
         (("--K0", K0), ("--K1",)),
         (("--attention", "nonsense"), ("unknown attention backend",)),
         (("--out", "plot.jpg"), (".png",)),
+        (("--out-dir", "res"), ("--pairs",)),
     ],
 )
 def test_bad_options(

@@ -291,6 +291,13 @@ def _run(args: argparse.Namespace) -> int:
         raise InputError("give two images (IMG0 IMG1) or --pairs FILE; see loftr-match --help")
     if args.pairs is not None and args.image0 is not None:
         raise InputError("give either two images or --pairs FILE, not both")
+    if args.pairs is not None and (args.out or args.save or args.K0 or args.K1):
+        raise InputError(
+            "with --pairs, write results with --out-dir DIR and put intrinsics on the pair lines "
+            "(--out, --save, --K0, --K1 are for a single pair)"
+        )
+    if args.pairs is None and (args.out_dir or args.image_root):
+        raise InputError("--out-dir and --image-root work with --pairs; use --out / --save")
     if args.out is not None and Path(args.out).suffix.lower() != ".png":
         raise InputError(f"--out {args.out!r} must end in .png (plots are PNG)")
     if args.save is not None and Path(args.save).suffix.lower() != ".npz":
