@@ -236,6 +236,8 @@ class TrainerConfig:
     Attributes:
         max_epochs: epochs to train.
         max_steps: stop after this many training iterations in total (None = no limit).
+        max_time_s: stop (and checkpoint) once this process has trained this many seconds
+            (rank 0's clock decides for all ranks; None = no limit).
         limit_train_batches: iterations per epoch (None = the whole epoch).
         seed: seed of model init and of every RNG (rank r uses ``seed + r`` after init).
         precision: ``"32"``, ``"bf16"`` or ``"fp16"`` (autocast; fp16 adds a gradient scaler).
@@ -251,6 +253,7 @@ class TrainerConfig:
 
     max_epochs: int = 30
     max_steps: int | None = None
+    max_time_s: float | None = None
     limit_train_batches: int | None = None
     seed: int = 66
     precision: str = "32"

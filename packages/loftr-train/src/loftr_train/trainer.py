@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import math
 import os
@@ -190,7 +191,7 @@ class Trainer:
     # ---------------------------------------------------------------------------------- setup
     def _fit(self, ctx: DistContext) -> TrainResult:
         cfg = self.config
-        t0 = time.perf_counter()
+        t0 = self._t_start = time.perf_counter()
         if cfg.trainer.num_threads is not None:
             torch.set_num_threads(cfg.trainer.num_threads)
         self.ctx = ctx
@@ -302,17 +303,33 @@ class Trainer:
         return result
 
     # ----------------------------------------------------------------------------------- loop
+    def _elapsed(self) -> float:
+        return time.perf_counter() - self._t_start
+
+    def _out_of_time(self) -> bool:
+        """Whether ``trainer.max_time_s`` is spent (rank 0 decides for every rank)."""
+        limit = self.config.trainer.max_time_s
+        if limit is None:
+            return False
+        spent = time.perf_counter() - self._t_start > limit if self.ctx.is_main else False
+        return all_reduce_any(self.ctx, spent)
+
+    def _should_stop(self) -> bool:
+        max_steps = self.config.trainer.max_steps
+        if max_steps is not None and self.progress.step >= max_steps:
+            return True
+        return self._out_of_time()
+
     def _loop(self) -> None:
         cfg, p = self.config, self.progress
-        max_steps = cfg.trainer.max_steps
         if p.epoch_done:
             p.epoch, p.batch_in_epoch, p.epoch_done = p.epoch + 1, 0, False
         while p.epoch < cfg.trainer.max_epochs:
-            if max_steps is not None and p.step >= max_steps:
+            if self._should_stop():
                 break
             self._train_epoch()
             if p.batch_in_epoch < self.batches_per_epoch:
-                break  # stopped by max_steps
+                break  # stopped by max_steps or max_time_s
             self._end_epoch()
             p.epoch, p.batch_in_epoch, p.epoch_done = p.epoch + 1, 0, False
         broadcast_buffers(self.ctx, self.model)
@@ -349,11 +366,10 @@ class Trainer:
             dynamic_ncols=True,
         )
         kill_after = os.environ.get("LOFTR_TRAIN_TEST_KILL_AFTER_STEP")
-        max_steps = cfg.trainer.max_steps
         try:
             it = iter(loader)
             while p.batch_in_epoch < self.batches_per_epoch:
-                if max_steps is not None and p.step >= max_steps:
+                if self._should_stop():
                     break
                 t_start = time.perf_counter()
                 batch = next(it)
@@ -479,6 +495,9 @@ class Trainer:
             if self.ctx.is_main:
                 shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
                 logger.info("epoch %d validation: %s", p.epoch, shown)
+                record = {"epoch": p.epoch, "step": p.step, "time_s": self._elapsed(), **metrics}
+                with (self.run_dir / "metrics.jsonl").open("a") as fh:
+                    fh.write(json.dumps(record) + "\n")
                 if self.writer is not None:
                     for k, v in metrics.items():
                         group = "val" if k.startswith("loss") else "metrics"
