@@ -230,3 +230,16 @@ def test_matcher_from_checkpoint_lowers_thr(tmp_path: Path) -> None:
     assert matcher.model.config.coarse.attention == "full"
     img = torch.rand(64, 80)
     assert len(matcher.match(img, img)) > 0
+
+
+def test_kornia_model_state_dict_loads(tmp_path: Path) -> None:
+    kornia_feature = pytest.importorskip("kornia.feature")
+    torch.manual_seed(5)
+    theirs = kornia_feature.LoFTR(pretrained=None)
+    path = tmp_path / "kornia_loftr.pth"
+    torch.save({"state_dict": theirs.state_dict()}, path)
+    sd, layout = read_state_dict(path)
+    assert layout == "kornia" and len(sd) == 211
+    ours = load_model(path, "outdoor_ds")
+    for key, value in theirs.state_dict().items():
+        assert torch.equal(ours.state_dict()[key], value), key
