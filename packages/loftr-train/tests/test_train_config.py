@@ -94,3 +94,25 @@ def test_bad_keys_and_values_are_clear_errors(override: str, needle: str) -> Non
 def test_unknown_config_name_lists_shipped() -> None:
     with pytest.raises(ConfigError, match="synthetic_homography"):
         load_config("no_such_config")
+
+
+def test_cli_print_and_list_configs(capsys: pytest.CaptureFixture[str]) -> None:
+    from loftr_train.cli_train import main
+
+    assert main(["--list-configs"]) == 0
+    assert "synthetic_homography" in capsys.readouterr().out.split()
+    assert main(["synthetic_homography", "optim.canonical_lr=2e-3", "--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["optim"]["canonical_lr"] == pytest.approx(2e-3)
+    assert TrainConfig.from_dict(printed) == load_config(
+        "synthetic_homography", ["optim.canonical_lr=2e-3"]
+    )
+
+
+def test_cli_config_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    from loftr_train.cli_train import main
+
+    assert main(["synthetic_homography", "optim.lr=1", "--print-config"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown config key(s) ['lr'] in section 'optim'" in err
+    assert "canonical_lr" in err
