@@ -180,6 +180,8 @@ def test_sixteen_bit_and_alpha_pngs_just_work(
         (("--attention", "nonsense"), ("unknown attention backend",)),
         (("--out", "plot.jpg"), (".png",)),
         (("--out-dir", "res"), ("--pairs",)),
+        (("--device", "banana"), ("not a valid torch device",)),
+        (("--dtype", "fp16"), ("fp16 is not supported on the CPU",)),
     ],
 )
 def test_bad_options(
@@ -201,6 +203,14 @@ def test_bad_weights(
     _assert_one_line_error(code, err, "not a PyTorch checkpoint")
     code, _, err = _run(capsys, files["a"], files["b"], "--weights", tmp_path / "nope.ckpt")
     _assert_one_line_error(code, err, "does not exist")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA message")
+def test_cuda_requested_without_cuda(
+    files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = _run(capsys, files["a"], files["b"], "--weights", files["w"], "--device", "cuda")
+    _assert_one_line_error(code, err, "CUDA is not available")
 
 
 def test_too_small_image(

@@ -419,8 +419,10 @@ def load_model(
     Raises:
         CheckpointError: unreadable file, DS/OT mismatch, missing/unexpected keys, wrong shapes.
     """
+    from loftr_core.matcher import resolve_device
     from loftr_core.model import LoFTR
 
+    target = resolve_device(device)
     ckpt = read_checkpoint(path)
     config, _ = resolve_config(ckpt, preset)
     if attention is not None:
@@ -435,7 +437,7 @@ def load_model(
     model = LoFTR(config)
     check_state_dict(model.state_dict(), ckpt.state_dict, source=f"checkpoint {str(ckpt.path)!r}")
     model.load_state_dict(ckpt.state_dict, strict=True)
-    return model.to(device).eval()
+    return model.to(target).eval()
 
 
 def save_native(model: torch.nn.Module, path: str | os.PathLike[str]) -> Path:

@@ -36,7 +36,7 @@ import torch
 from loftr_core.errors import ConfigError, InputError
 from loftr_core.image_io import ImageLike, resize_long_side, to_gray
 
-__all__ = ["MatchResult", "Matcher", "min_image_size", "resolve_dtype"]
+__all__ = ["MatchResult", "Matcher", "min_image_size", "resolve_device", "resolve_dtype"]
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +78,36 @@ class MatchResult:
 def min_image_size(border_rm: int) -> int:
     """Smallest image side (px) from which a model with this ``border_rm`` can return a match."""
     return max(DIVISOR, 2 * border_rm * DIVISOR + 1)
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """Parse a device and check it exists here.
+
+    Raises:
+        ConfigError: not a device string, CUDA/MPS requested but unavailable, or a GPU index
+            beyond the number of GPUs.
+    """
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(
+            f"device={device!r} is not a valid torch device; use 'cpu', 'cuda' or 'cuda:N'"
+        ) from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"device={str(device)!r} requested but CUDA is not available; use 'cpu'"
+            )
+        count = torch.cuda.device_count()
+        if resolved.index is not None and resolved.index >= count:
+            raise ConfigError(
+                f"device={str(device)!r} but only {count} CUDA device(s) exist (cuda:0..{count - 1})"
+            )
+    elif resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device={str(device)!r} requested but MPS is not available; use 'cpu'")
+    elif resolved.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"device={str(device)!r} is not supported; use 'cpu', 'cuda' or 'mps'")
+    return resolved
 
 
 def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
@@ -151,14 +181,7 @@ class Matcher:
         config = getattr(model, "config", None)
         if config is None or not hasattr(config, "match_coarse"):
             raise ConfigError(f"model must be a loftr_core LoFTR model, got {type(model).__name__}")
-        try:
-            self.device = torch.device(device)
-        except (RuntimeError, TypeError):
-            raise ConfigError(
-                f"device={device!r} is not a valid torch device; use 'cpu', 'cuda' or 'cuda:N'"
-            ) from None
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise ConfigError(f"device={device!r} requested but CUDA is not available; use 'cpu'")
+        self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         if resize is not None and (
             isinstance(resize, bool) or not isinstance(resize, int) or resize < 1
@@ -210,6 +233,8 @@ class Matcher:
         """
         from loftr_core.checkpoint import load_model
 
+        resolved = resolve_device(device)  # clear errors before the (slow) model load
+        resolve_dtype(kwargs.get("dtype", "fp32"), resolved)
         overrides = None if threshold is None else {"match_coarse": {"thr": float(threshold)}}
         model = load_model(path, preset, device=device, attention=attention, overrides=overrides)
         return cls(model, device=device, threshold=threshold, **kwargs)
