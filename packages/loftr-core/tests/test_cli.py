@@ -134,6 +134,7 @@ def test_pairs_file_with_progress(
     ("kind", "needles"),
     [
         ("missing", ("does not exist",)),
+        ("directory", ("is not a file",)),
         ("text", ("not an image",)),
         ("empty", ("empty",)),
         ("truncated", ("truncated JPEG",)),
@@ -147,7 +148,9 @@ def test_bad_images(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     bad = tmp_path / "bad.jpg"
-    if kind == "text":
+    if kind == "directory":
+        bad.mkdir()
+    elif kind == "text":
         bad.write_text("hello\n" * 50)
     elif kind == "empty":
         bad.write_bytes(b"")

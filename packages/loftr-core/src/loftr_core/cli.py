@@ -310,8 +310,10 @@ def _run(args: argparse.Namespace) -> int:
         pairs = [_Pair(Path(args.image0), Path(args.image1), K0, K1)]
     for pair in pairs:  # fail fast on a missing image, before loading the model
         for image in (pair.image0, pair.image1):
-            if not image.is_file():
+            if not image.exists():
                 raise InputError(f"image file {str(image)!r} does not exist; check the path")
+            if not image.is_file():
+                raise InputError(f"image path {str(image)!r} is not a file; pass an image file")
     matcher = Matcher.from_checkpoint(
         args.weights,
         args.preset,
