@@ -32,8 +32,9 @@ from loftr_core.model import LoFTR
 from loftr_data import collate
 from loftr_train.checkpointing import load_checkpoint
 from loftr_train.train_config import TrainConfig, load_config
-from loftr_train.trainer import Trainer, seed_everything
+from loftr_train.trainer import Trainer
 from loftr_train.training_data import build_datasets
+from loftr_train.training_step import seed_everything
 from loftr_train.validation import homography_errors
 
 

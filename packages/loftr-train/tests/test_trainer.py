@@ -179,3 +179,19 @@ def test_explicit_resume_of_a_finished_run_adds_epochs(tmp_path: Path) -> None:
     assert (result.progress.epoch, result.progress.step) == (2, 10)
     seen = _samples(tmp_path / "run2")
     assert sorted(seen) == [6, 7, 8, 9, 10]  # only the second epoch was trained
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_reduced_precision_trains_with_finite_loss(tmp_path: Path, precision: str) -> None:
+    cfg = tiny(
+        tmp_path / "run",
+        f"trainer.precision={precision}",
+        "trainer.max_steps=2",
+        "trainer.val_every_n_epochs=0",
+    )
+    result = Trainer(cfg).fit()
+    assert result.progress.step == 2
+    assert result.last_loss is not None and np.isfinite(result.last_loss)
+    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    assert state["model"]["backbone.conv1.weight"].dtype == torch.float32  # master weights fp32
+    assert bool(state["scaler"]) == (precision == "fp16")  # the gradient scaler only for fp16

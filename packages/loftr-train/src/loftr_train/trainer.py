@@ -23,13 +23,11 @@ truth; ``LOFTR_TRAIN_TEST_DUMP_DIR=dir`` saves every rank's final state dict the
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
 import math
 import os
-import random
 import signal
 import time
 from collections.abc import Mapping
@@ -39,12 +37,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from loftr_core.errors import CheckpointError, ConfigError
 from loftr_core.model import LoFTR
+from loftr_data.errors import LoftrDataError
 from loftr_train.checkpointing import (
     CHECKPOINT_FORMAT,
     atomic_save,
@@ -53,7 +52,6 @@ from loftr_train.checkpointing import (
     load_checkpoint,
     restore_rng_state,
 )
-from loftr_train.coarse_supervision import compute_coarse_supervision
 from loftr_train.distributed import (
     DistContext,
     all_gather_objects,
@@ -63,8 +61,7 @@ from loftr_train.distributed import (
     cleanup_distributed,
     init_distributed,
 )
-from loftr_train.fine_supervision import compute_fine_supervision
-from loftr_train.losses import LoFTRLoss, LossOutput
+from loftr_train.losses import LoFTRLoss
 from loftr_train.schedule import LRSchedule, scaled_lr_and_warmup
 from loftr_train.train_config import TrainConfig
 from loftr_train.training_data import (
@@ -73,18 +70,18 @@ from loftr_train.training_data import (
     make_train_sampler,
     make_val_loader,
 )
+from loftr_train.training_step import (
+    TrainStepModule,
+    hook_fires,
+    seed_everything,
+    supervised_step,
+    to_device,
+)
 from loftr_train.validation import aggregate_records, pair_records
 
-__all__ = ["Progress", "TrainResult", "Trainer", "seed_everything"]
+__all__ = ["Progress", "TrainResult", "Trainer"]
 
 logger = logging.getLogger(__name__)
-
-
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy's global RNG and torch (all devices)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)  # noqa: NPY002 (the global RNG is what we seed)
-    torch.manual_seed(seed)
 
 
 @dataclass
@@ -134,33 +131,6 @@ class TrainResult:
             f"best {self.monitor} {best}, {self.wall_time_s:.1f} s; checkpoints in "
             f"{self.run_dir / 'checkpoints'}"
         )
-
-
-class _TrainStep(nn.Module):
-    """Routes DDP's ``forward`` to ``LoFTR.forward_train`` (DDP only hooks ``forward``)."""
-
-    def __init__(self, model: LoFTR) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, data: Mapping[str, Any], b: Tensor, i: Tensor, j: Tensor) -> dict[str, Any]:
-        return self.model.forward_train(data, b, i, j)
-
-
-def _to_device(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
-    non_blocking = device.type == "cuda"
-    return {
-        k: v.to(device, non_blocking=non_blocking) if isinstance(v, Tensor) else v
-        for k, v in batch.items()
-    }
-
-
-def _hook(name: str, step: int, rank: int) -> bool:
-    raw = os.environ.get(name)
-    if not raw:
-        return False
-    s, _, r = raw.partition(":")
-    return int(s) == step and (r == "" or int(r) == rank)
 
 
 class Trainer:
@@ -247,7 +217,7 @@ class Trainer:
         precision = cfg.trainer.precision
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
         self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=precision == "fp16")
-        step_module = _TrainStep(model)
+        step_module = TrainStepModule(model)
         self.raw_step = step_module
         self.step_module: nn.Module = step_module
         if ctx.distributed:
@@ -400,15 +370,16 @@ class Trainer:
 
     def _train_step(self, batch: Mapping[str, Any]) -> dict[str, float] | None:
         cfg, ctx, p = self.config, self.ctx, self.progress
-        data = _to_device(batch, ctx.device)
+        data = to_device(batch, ctx.device)
         step_no = p.step + 1
-        if _hook("LOFTR_TRAIN_TEST_NO_GT_AT", step_no, ctx.rank) and "H_0to1" in data:
+        if hook_fires("LOFTR_TRAIN_TEST_NO_GT_AT", step_no, ctx.rank) and "H_0to1" in data:
             far = torch.eye(3, device=ctx.device, dtype=data["H_0to1"].dtype)
             far[0, 2] = 1e5
             data["H_0to1"] = far.expand_as(data["H_0to1"]).contiguous()
-        loss_out, num_gt = self._forward_loss(data, self.step_module)
+        step = supervised_step(self.step_module, self.model, self.loss_fn, data, self.amp_dtype)
+        loss_out, num_gt = step.loss, step.num_gt
         loss = loss_out.loss
-        if _hook("LOFTR_TRAIN_TEST_NAN_AT", step_no, ctx.rank):
+        if hook_fires("LOFTR_TRAIN_TEST_NAN_AT", step_no, ctx.rank):
             loss = loss * float("nan")
         bad_here = not bool(torch.isfinite(loss.detach()).item())
         if bad_here:
@@ -446,35 +417,6 @@ class Trainer:
         scalars.update(lr=lr, grad_norm=float(gnorm), num_gt=float(num_gt))
         self.last_loss = scalars["loss"]
         return scalars
-
-    def _forward_loss(self, data: dict[str, Any], module: nn.Module) -> tuple[LossOutput, int]:
-        model_cfg = self.model.config
-        with torch.no_grad():
-            sup = compute_coarse_supervision(data, coarse_scale=model_cfg.resolution[0])
-        autocast: Any = contextlib.nullcontext()
-        if self.amp_dtype is not None:
-            autocast = torch.autocast(self.ctx.device.type, dtype=self.amp_dtype)
-        with autocast:
-            out = module(data, sup.spv_b_ids, sup.spv_i_ids, sup.spv_j_ids)
-        out = {
-            k: v.float() if isinstance(v, Tensor) and v.is_floating_point() else v
-            for k, v in out.items()
-        }
-        expec_f_gt = compute_fine_supervision(
-            sup.spv_w_pt0_i,
-            sup.spv_pt1_i,
-            out["b_ids"],
-            out["i_ids"],
-            out["j_ids"],
-            scale1=data.get("scale1"),
-            fine_scale=model_cfg.resolution[1],
-            window_size=model_cfg.fine_window_size,
-        )
-        loss_out = self.loss_fn(
-            out, sup.conf_matrix_gt, expec_f_gt, mask0=data.get("mask0"), mask1=data.get("mask1")
-        )
-        self._last_outputs = out
-        return loss_out, sup.num_matches
 
     # ------------------------------------------------------------------------- epoch end, eval
     def _end_epoch(self) -> None:
@@ -519,11 +461,12 @@ class Trainer:
         records: list[dict[str, Any]] = []
         sums = torch.zeros(4, dtype=torch.float64)  # loss, loss_c, loss_f, count
         for batch in loader:
-            data = _to_device(batch, ctx.device)
-            loss_out, _ = self._forward_loss(data, self.raw_step)  # no DDP: ranks differ in count
-            s = loss_out.scalars()
+            data = to_device(batch, ctx.device)
+            # no DDP here: ranks may hold different numbers of validation batches
+            step = supervised_step(self.raw_step, self.model, self.loss_fn, data, self.amp_dtype)
+            s = step.loss.scalars()
             sums += torch.tensor([s["loss"], s["loss_c"], s["loss_f"], 1.0], dtype=torch.float64)
-            records.extend(pair_records(batch, self._last_outputs))
+            records.extend(pair_records(batch, step.outputs))
         self.model.train()
         self.loss_fn.train()
         gathered = all_gather_objects(ctx, (records, sums.tolist()))
@@ -641,6 +584,13 @@ class Trainer:
             )
         else:
             restore_rng_state(state["rng"][ctx.rank])
+            try:  # checks that seed, scenes and samples per scene did not change
+                self.sampler.load_state_dict(state["sampler"][ctx.rank])
+            except (LoftrDataError, KeyError, IndexError) as exc:
+                raise CheckpointError(
+                    f"cannot resume from {path}: the training sampler differs from the "
+                    f"checkpoint's ({exc}); keep data and sampler settings when resuming"
+                ) from exc
         if ctx.is_main:
             logger.info(
                 "resumed from %s at epoch %d, iteration %d (%d optimiser steps)",
