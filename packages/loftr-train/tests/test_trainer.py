@@ -195,3 +195,50 @@ def test_reduced_precision_trains_with_finite_loss(tmp_path: Path, precision: st
     state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
     assert state["model"]["backbone.conv1.weight"].dtype == torch.float32  # master weights fp32
     assert bool(state["scaler"]) == (precision == "fp16")  # the gradient scaler only for fp16
+
+
+def test_validation_records_on_the_real_megadepth_pair(shared_data: Path) -> None:
+    """Ground-truth matches of the real pair, scored like predictions, give a near-exact pose."""
+    from loftr_data import MegaDepthDataset, collate
+    from loftr_train.coarse_supervision import coarse_grid, compute_coarse_supervision
+    from loftr_train.validation import aggregate_records, pair_records
+
+    root = shared_data / "megadepth_sample"
+    batch = collate([MegaDepthDataset(root, root / "sample.npz", pair_ids=[0], img_resize=640)[0]])
+    sup = compute_coarse_supervision(batch)
+    b, i = sup.spv_b_ids, sup.spv_i_ids
+    grid0 = coarse_grid(*sup.hw0_c).float() * 8 * batch["scale0"][0]  # original pixels
+    outputs = {"m_bids": b, "mkpts0_f": grid0[i], "mkpts1_f": sup.spv_w_pt0_i[b, i]}
+    (rec,) = pair_records(batch, outputs)
+    assert rec["num_matches"] == sup.num_matches > 300
+    assert rec["pose_error"] < 1.0  # degrees
+    assert rec["precision"] > 0.95
+    agg = aggregate_records([rec, dict(rec)])  # duplicates count once
+    assert agg["num_pairs"] == 1
+    assert agg["auc@10"] > 0.9
+
+
+def test_validation_records_homography() -> None:
+    from loftr_train.validation import aggregate_records, pair_records
+
+    H = torch.tensor([[1.0, 0.0, 5.0], [0.0, 1.0, -2.0], [0.0, 0.0, 1.0]])
+    k0 = torch.tensor([[10.0, 10.0], [20.0, 30.0], [40.0, 8.0], [1.0, 1.0]])
+    k1 = (
+        k0
+        + torch.tensor([5.0, -2.0])
+        + torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 2.5], [4.0, 0.0]])
+    )
+    batch = {
+        "image0": torch.zeros(2, 1, 64, 64),
+        "H_0to1": torch.stack([H, H]),
+        "scene_id": ["s", "s"],
+        "pair_id": torch.tensor([0, 1]),
+    }
+    outputs = {"m_bids": torch.zeros(4, dtype=torch.long), "mkpts0_f": k0, "mkpts1_f": k1}
+    recs = pair_records(batch, outputs)
+    assert recs[0]["errors"] == pytest.approx([0.0, 2.0, 2.5, 4.0])
+    assert recs[1]["errors"] == []  # a pair without matches
+    agg = aggregate_records(recs)
+    assert agg["prec@3px"] == pytest.approx((3 / 4 + 0.0) / 2)
+    assert agg["prec@1px"] == pytest.approx((1 / 4) / 2)
+    assert agg["mean_matches"] == pytest.approx(2.0)
