@@ -184,3 +184,16 @@ def test_cuda_dtypes_agree_with_cpu(model: LoFTR, photo: np.ndarray, dtype: str)
     common = {tuple(p) for p in res.keypoints0} & {tuple(p) for p in cpu.keypoints0}
     need = 0.95 if dtype == "fp32" else 0.5  # low precision may flip near-tied neighbours
     assert len(common) >= need * len(cpu)
+
+
+def test_attention_backend_option(model: LoFTR, photo: np.ndarray) -> None:
+    matcher = Matcher(model, attention="full")
+    assert matcher.model is not model and model.config.coarse.attention == "linear"
+    assert matcher.model.config.coarse.attention == "full"
+    assert matcher.model.config.fine.attention == "full"
+    for key, value in model.state_dict().items():
+        assert torch.equal(matcher.model.state_dict()[key], value), key
+    res = matcher.match(photo[:64, :96], photo[:64, :96])
+    assert len(res) > 0
+    assert float(np.abs(res.keypoints0 - res.keypoints1).max()) <= 4.0 + 1e-4
+    assert Matcher(model, attention="linear").model is model  # nothing to change

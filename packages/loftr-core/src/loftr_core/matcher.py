@@ -134,6 +134,17 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
     return resolved
 
 
+def _with_attention(model: torch.nn.Module, attention: str) -> torch.nn.Module:
+    """A copy of ``model`` (same weights) whose transformers use another attention backend."""
+    from loftr_core.model import LoFTR
+
+    current: Any = model.config
+    config = current.replace(coarse={"attention": attention}, fine={"attention": attention})
+    swapped = LoFTR(config)
+    swapped.load_state_dict(model.state_dict())
+    return swapped.to(next(model.parameters()).device)
+
+
 @dataclass
 class _Prepared:
     image: np.ndarray  # (h, w) float32 in [0, 1], after the optional resize
@@ -160,6 +171,9 @@ class Matcher:
         max_matches: keep only the most confident matches (top-k), in the model's order.
         batch_size: pairs per forward pass; pairs are grouped by size so equal-size pairs are
             never padded; different sizes are zero-padded with coarse masks.
+        attention: run both transformers with this ``loftr_attention`` backend (``"linear"``,
+            ``"full"``, ``"sdpa"``...); the model is copied with the same weights if it uses
+            another one.
 
     Example:
         >>> matcher = Matcher.from_checkpoint("outdoor_ds.ckpt", resize=840)  # doctest: +SKIP
@@ -177,10 +191,16 @@ class Matcher:
         threshold: float | None = None,
         max_matches: int | None = None,
         batch_size: int = 1,
+        attention: str | None = None,
     ) -> None:
-        config = getattr(model, "config", None)
+        config: Any = getattr(model, "config", None)
         if config is None or not hasattr(config, "match_coarse"):
             raise ConfigError(f"model must be a loftr_core LoFTR model, got {type(model).__name__}")
+        if (attention is not None and attention != config.coarse.attention) or (
+            attention is not None and attention != config.fine.attention
+        ):
+            model = _with_attention(model, attention)
+            config = getattr(model, "config", None)
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         if resize is not None and (
