@@ -167,8 +167,8 @@ class Trainer:
         self.ctx = ctx
         run_dir = Path(cfg.logging.run_dir)
         self.run_dir = run_dir
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)  # every rank writes logs
         if ctx.is_main:
-            (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
             (run_dir / "config.yaml").write_text(cfg.to_yaml())
         model_cfg = cfg.model.build()
         seed_everything(cfg.trainer.seed)  # identical initial weights on every rank
