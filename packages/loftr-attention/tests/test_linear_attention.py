@@ -42,11 +42,15 @@ def _layer_inputs(n: int, length: int, source: int, seed: int) -> tuple[Tensor, 
     return q, k, v
 
 
+@pytest.mark.parametrize("contiguous", [False, True], ids=["views", "contiguous"])
 @pytest.mark.parametrize(("n", "length", "source"), [(2, 60, 60), (3, 40, 70), (500, 25, 25)])
-def test_bit_identical_to_original_fp32(n: int, length: int, source: int) -> None:
+def test_bit_identical_to_original_fp32(n: int, length: int, source: int, contiguous: bool) -> None:
     q, k, v = _layer_inputs(n, length, source, seed=n)
     expected = original_linear_attention(q, k, v)
-    got = get_backend("linear")(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+    q2, k2, v2 = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, L, D) views, as LoFTR's layer
+    if contiguous:
+        q2, k2, v2 = (t.contiguous() for t in (q2, k2, v2))
+    got = get_backend("linear")(q2, k2, v2)
     assert torch.equal(got.transpose(1, 2), expected)
 
 
