@@ -67,3 +67,11 @@ def test_linear_differs_from_softmax_attention() -> None:
     q, k, v = (torch.randn(1, 2, 20, 16, generator=g) for _ in range(3))
     diff = (get_spec("linear").create()(q, k, v) - get_spec("full").create()(q, k, v)).abs()
     assert diff.max().item() > 0.1
+
+
+@pytest.mark.parametrize("name", ["full", "flash", "memory_efficient", "sdpa"])
+def test_softmax_backends_with_dropout_conform_in_eval(name: str) -> None:
+    report = run_conformance(name, dtypes=(torch.float32,), options={"dropout": 0.5})
+    assert "check_no_dropout_in_eval[float32]" in report.passed
+    assert "check_matches_full[float32]" in report.passed
+    assert report.skipped == [] or all("declares every" in s for s in report.skipped)

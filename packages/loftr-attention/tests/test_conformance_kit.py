@@ -20,6 +20,7 @@ from loftr_attention.testing import (
     check_no_dropout_in_eval,
     check_padding_invariance,
     check_shape_dtype_and_inputs_untouched,
+    run_check,
     run_conformance,
 )
 
@@ -117,3 +118,20 @@ def test_kit_passes_the_reference_itself() -> None:
     report = run_conformance(BackendSpec("reference", FullAttention), dtypes=(F32, torch.float64))
     assert len(report.passed) == 12
     assert all("declares every dtype" in s for s in report.skipped)
+
+
+class DropoutIgnoresMode(FullAttention):
+    """Applies its dropout option even in eval mode."""
+
+    def attend(
+        self, q: Tensor, k: Tensor, v: Tensor, q_mask: Tensor | None, kv_mask: Tensor | None
+    ) -> Tensor:
+        out = super().attend(q, k, v, q_mask, kv_mask)
+        return torch.nn.functional.dropout(out, self.dropout, training=True)
+
+
+def test_kit_passes_options_to_the_backend() -> None:
+    spec = BackendSpec("leaky", DropoutIgnoresMode)
+    run_check(check_no_dropout_in_eval, spec)  # dropout=0 by default: fine
+    with pytest.raises(ConformanceError, match="eval determinism"):
+        run_check(check_no_dropout_in_eval, spec, options={"dropout": 0.5})

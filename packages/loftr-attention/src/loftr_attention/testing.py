@@ -22,8 +22,9 @@ agreement with ``full`` computed in float32 on the same (upcast) input, within :
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -310,10 +311,27 @@ def applicable_checks(
     ]
 
 
-def _resolve(backend: str | BackendSpec, manager: BackendManager | None) -> BackendSpec:
-    if isinstance(backend, BackendSpec):
-        return backend
-    return (manager or default_manager()).get_spec(backend)
+def _resolve(
+    backend: str | BackendSpec,
+    manager: BackendManager | None,
+    options: Mapping[str, Any] | None = None,
+) -> BackendSpec:
+    spec = (
+        backend
+        if isinstance(backend, BackendSpec)
+        else (manager or default_manager()).get_spec(backend)
+    )
+    if not options:
+        return spec
+    base, kwargs = spec.backend, dict(options)
+
+    class Configured(base):  # type: ignore[valid-type, misc]
+        def __init__(self) -> None:
+            super().__init__(**kwargs)
+
+    label = ", ".join(f"{key}={value!r}" for key, value in kwargs.items())
+    Configured.__name__ = Configured.__qualname__ = f"{base.__qualname__}({label})"
+    return BackendSpec(spec.name, Configured, spec.description, spec.plugin)
 
 
 def run_check(
@@ -323,9 +341,13 @@ def run_check(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     manager: BackendManager | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> None:
-    """Run one check; raises :class:`ConformanceError` or :class:`ConformanceSkip`."""
-    check(_resolve(backend, manager), torch.device(device), dtype)
+    """Run one check; raises :class:`ConformanceError` or :class:`ConformanceSkip`.
+
+    ``options`` are passed to the backend's constructor (e.g. ``{"dropout": 0.5}`` to check
+    that dropout stays off in eval mode)."""
+    check(_resolve(backend, manager, options), torch.device(device), dtype)
 
 
 def _dtypes_for(spec: BackendSpec, device: torch.device) -> Iterator[torch.dtype]:
@@ -340,6 +362,7 @@ def run_conformance(
     device: str | torch.device = "cpu",
     dtypes: tuple[torch.dtype, ...] | None = None,
     manager: BackendManager | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> ConformanceReport:
     """Run every check in :data:`CHECKS` on ``device`` for each dtype.
 
@@ -348,6 +371,7 @@ def run_conformance(
         device: Device to run on.
         dtypes: Dtypes to test (default: every dtype the backend declares on that device).
         manager: Where to look the name up (default: the process-wide manager).
+        options: Constructor options for the backend (e.g. ``{"dropout": 0.5}``).
 
     Returns:
         A :class:`ConformanceReport` of passed and skipped checks.
@@ -355,7 +379,7 @@ def run_conformance(
     Raises:
         ConformanceError: The first failed check (an ``AssertionError``).
     """
-    spec = _resolve(backend, manager)
+    spec = _resolve(backend, manager, options)
     dev = torch.device(device)
     report = ConformanceReport(spec.name, str(dev))
     for dtype in dtypes if dtypes is not None else tuple(_dtypes_for(spec, dev)):
