@@ -75,3 +75,12 @@ def test_softmax_backends_with_dropout_conform_in_eval(name: str) -> None:
     assert "check_no_dropout_in_eval[float32]" in report.passed
     assert "check_matches_full[float32]" in report.passed
     assert report.skipped == [] or all("declares every" in s for s in report.skipped)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", BUILTINS)
+def test_builtin_conformance_on_cuda(name: str) -> None:
+    # Declared dtypes run every applicable check; undeclared ones must raise clearly.
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        for check in applicable_checks(name, "cuda", dtype):
+            run_check(check, name, device="cuda", dtype=dtype)
