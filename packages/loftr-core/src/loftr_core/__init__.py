@@ -24,6 +24,7 @@ from loftr_core.geometry import (
 )
 from loftr_core.image_io import read_image, to_gray
 from loftr_core.matcher import Matcher, MatchResult
+from loftr_core.model import LoFTR
 from loftr_core.plotting import draw_matches, save_plot
 
 __version__ = "0.1.0"
@@ -58,3 +59,4 @@ __all__ += [
     "symmetric_epipolar_distance",
     "to_gray",
 ]
+__all__ += ["LoFTR"]

@@ -218,8 +218,9 @@ class MatchCoarseConfig:
         train_coarse_percent: share of the candidates kept for fine training (spec §5.3).
         train_pad_num_gt_min: minimum number of ground-truth pads in training.
         sparse_spvs: sparse supervision (the OT path then returns ``conf_matrix_with_bin``).
-        chunk_size: rows of image 0 processed at once by the inference matcher (memory knob,
-            not in the original config; results do not depend on it).
+        max_chunk_elements: memory knob of the inference matcher (not in the original config):
+            at most this many scores ``N * rows * S`` are held at once; results do not depend on
+            it (beyond float rounding).
     """
 
     thr: float = 0.2
@@ -232,7 +233,7 @@ class MatchCoarseConfig:
     train_coarse_percent: float = 0.2
     train_pad_num_gt_min: int = 200
     sparse_spvs: bool = True
-    chunk_size: int = 1024
+    max_chunk_elements: int = 1 << 24
 
     def __post_init__(self) -> None:
         _float(self, "thr", 0.0, 1.0, lo_open=False, hi_open=True)
@@ -245,7 +246,7 @@ class MatchCoarseConfig:
         _float(self, "train_coarse_percent", 0.0, 1.0, lo_open=True, hi_open=False)
         _int(self, "train_pad_num_gt_min", 0)
         _bool(self, "sparse_spvs")
-        _int(self, "chunk_size", 1)
+        _int(self, "max_chunk_elements", 1)
 
 
 _SECTIONS: dict[str, type[Any]] = {

@@ -1,0 +1,138 @@
+"""ResNet-FPN 8/2: the local feature CNN of LoFTR (spec §1.2).
+
+A ResNet-18-like stem and three stages of two basic blocks (strides 2, 1, 2, 2 overall: 1/2, 1/2,
+1/4, 1/8), then a top-down FPN that returns the coarse map (1/8, ``block_dims[2]`` channels) and
+the fine map (1/2, ``block_dims[0]`` channels). Module and parameter names equal the official
+checkpoint's (``backbone.layer2.0.downsample.0.weight``...).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from loftr_core.config import BackboneConfig
+
+__all__ = ["BasicBlock", "ResNetFPN"]
+
+
+def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
+    """1x1 convolution without bias."""
+    return nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, padding=0, bias=False)
+
+
+def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
+    """3x3 convolution with padding 1, without bias."""
+    return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False)
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions with a residual shortcut.
+
+    The shortcut is projected (``downsample``) only when ``stride != 1`` (the official layout): a
+    1x1 stride-s convolution + BN, or with ``downsample="conv3x3"`` a 3x3 stride-s convolution + BN.
+    """
+
+    def __init__(self, in_planes: int, planes: int, stride: int, downsample: str) -> None:
+        super().__init__()
+        # registration order = state-dict order of the official checkpoints
+        self.conv1 = conv3x3(in_planes, planes, stride)
+        self.conv2 = conv3x3(planes, planes)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample: nn.Module | None = None
+        if stride != 1:
+            proj = conv1x1 if downsample == "conv1x1" else conv3x3
+            self.downsample = nn.Sequential(proj(in_planes, planes, stride), nn.BatchNorm2d(planes))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(N, in, H, W) -> (N, planes, H/stride, W/stride)``."""
+        y = self.relu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        shortcut = x if self.downsample is None else self.downsample(x)
+        return self.relu(shortcut + y)
+
+
+def _fpn_merge(in_dim: int, out_dim: int) -> nn.Sequential:
+    return nn.Sequential(
+        conv3x3(in_dim, in_dim), nn.BatchNorm2d(in_dim), nn.LeakyReLU(), conv3x3(in_dim, out_dim)
+    )
+
+
+class ResNetFPN(nn.Module):
+    """ResNet-FPN with coarse resolution 1/8 and fine resolution 1/2.
+
+    Args:
+        config: the backbone section of :class:`~loftr_core.config.LoFTRConfig`.
+    """
+
+    def __init__(self, config: BackboneConfig) -> None:
+        super().__init__()
+        d0, d1, d2 = config.block_dims
+        init = config.initial_dim
+        self.conv1 = nn.Conv2d(1, init, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(init)
+        self.relu = nn.ReLU(inplace=True)
+        self.layer1 = self._make_layer(init, d0, 1, config.downsample)  # 1/2
+        self.layer2 = self._make_layer(d0, d1, 2, config.downsample)  # 1/4
+        self.layer3 = self._make_layer(d1, d2, 2, config.downsample)  # 1/8
+        self.layer3_outconv = conv1x1(d2, d2)
+        self.layer2_outconv = conv1x1(d1, d2)
+        self.layer2_outconv2 = _fpn_merge(d2, d1)
+        self.layer1_outconv = conv1x1(d0, d1)
+        self.layer1_outconv2 = _fpn_merge(d1, d0)
+        self.reset_parameters()
+
+    @staticmethod
+    def _make_layer(in_planes: int, planes: int, stride: int, downsample: str) -> nn.Sequential:
+        return nn.Sequential(
+            BasicBlock(in_planes, planes, stride, downsample),
+            BasicBlock(planes, planes, 1, downsample),
+        )
+
+    def reset_parameters(self) -> None:
+        """The original initialisation: kaiming-normal (fan_out, relu) convs, BN weight 1 bias 0."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.constant_(m.weight, 1.0)
+                nn.init.constant_(m.bias, 0.0)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Extract the coarse and fine feature maps.
+
+        Args:
+            x: ``(N, 1, H, W)`` float images, H and W multiples of 8.
+
+        Returns:
+            ``(coarse (N, block_dims[2], H/8, W/8), fine (N, block_dims[0], H/2, W/2))``.
+        """
+        x0 = self.relu(self.bn1(self.conv1(x)))
+        x1 = self.layer1(x0)  # 1/2
+        x2 = self.layer2(x1)  # 1/4
+        x3 = self.layer3(x2)  # 1/8
+
+        x3_out = self.layer3_outconv(x3)
+        x3_up = F.interpolate(x3_out, scale_factor=2.0, mode="bilinear", align_corners=True)
+        x2_out = self.layer2_outconv2(self.layer2_outconv(x2) + x3_up)
+        x2_up = F.interpolate(x2_out, scale_factor=2.0, mode="bilinear", align_corners=True)
+        x1_out = self.layer1_outconv2(self.layer1_outconv(x1) + x2_up)
+        return x3_out, x1_out
+
+
+def run_backbone(backbone: nn.Module, image0: Tensor, image1: Tensor) -> tuple[Tensor, ...]:
+    """Run the backbone on both images: one batched pass when their sizes agree (as the original).
+
+    Returns:
+        ``(coarse0, fine0, coarse1, fine1)``.
+    """
+    if image0.shape[2:] == image1.shape[2:]:
+        n = image0.shape[0]
+        coarse, fine = backbone(torch.cat([image0, image1], dim=0))
+        return coarse[:n], fine[:n], coarse[n:], fine[n:]
+    coarse0, fine0 = backbone(image0)
+    coarse1, fine1 = backbone(image1)
+    return coarse0, fine0, coarse1, fine1

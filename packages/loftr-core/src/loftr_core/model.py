@@ -1,0 +1,330 @@
+"""The LoFTR model (Sun et al., CVPR 2021), read top to bottom like the paper's figure:
+
+1. local feature CNN (ResNet-FPN 8/2): coarse 1/8 and fine 1/2 feature maps of both images;
+2. positional encoding of the coarse maps, flattened to tokens;
+3. coarse local feature transformer (self/cross attention);
+4. coarse matching (dual-softmax or optimal transport) -> mutual nearest neighbours;
+5. fine preprocessing: windows around each coarse match + coarse feature merge;
+6. fine local feature transformer;
+7. fine matching: heatmap expectation refines the image-1 points.
+
+``forward`` is inference: it returns a new dict with kornia's keys and never mutates its input.
+``forward_train`` is the explicit training path (dense confidence for the loss, coarse predictions
+padded with ground truth for the fine level, spec §5.3). ``state_dict()`` keys are the official
+checkpoint keys without the ``matcher.`` prefix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from loftr_core.backbone import ResNetFPN, run_backbone
+from loftr_core.coarse_matching import CoarseMatches, CoarseMatching, select_matches
+from loftr_core.config import LoFTRConfig
+from loftr_core.errors import ConfigError, InputError
+from loftr_core.fine_matching import fine_expectation, refine_keypoints
+from loftr_core.fine_preprocess import FinePreprocess
+from loftr_core.position_encoding import PositionEncodingSine
+from loftr_core.training import max_candidates, pad_with_ground_truth
+from loftr_core.transformer import LocalFeatureTransformer
+
+__all__ = ["LoFTR"]
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """Validated inputs: images, flattened coarse masks ``(N, L)``/``(N, S)``, grids, scales."""
+
+    image0: Tensor
+    image1: Tensor
+    mask0: Tensor | None
+    mask1: Tensor | None
+    grid0: Tensor | None  # (N, Hc0, Wc0) masks as given, for border removal / budgets
+    grid1: Tensor | None
+    hw0_c: tuple[int, int]
+    hw1_c: tuple[int, int]
+    scale0: Tensor | None
+    scale1: Tensor | None
+
+
+@dataclass(frozen=True)
+class _Coarse:
+    """Coarse transformer outputs and the fine maps."""
+
+    feat0: Tensor  # (N, L, C)
+    feat1: Tensor  # (N, S, C)
+    fine0: Tensor  # (N, Cf, Hf0, Wf0)
+    fine1: Tensor
+
+
+def _image(data: Mapping[str, Any], key: str) -> Tensor:
+    if key not in data:
+        raise InputError(f"missing input {key!r}: pass image0 and image1 as (N, 1, H, W) floats")
+    img = data[key]
+    if not isinstance(img, Tensor) or not img.is_floating_point():
+        kind = img.dtype if isinstance(img, Tensor) else type(img).__name__
+        raise InputError(f"{key} must be a floating-point torch.Tensor, got {kind}; use img / 255")
+    if img.dim() != 4 or img.shape[1] != 1:
+        raise InputError(
+            f"{key} must have shape (N, 1, H, W) (grayscale), got {tuple(img.shape)}; "
+            "convert to grayscale and add batch/channel dims"
+        )
+    h, w = img.shape[2:]
+    if h % 8 or w % 8 or h == 0 or w == 0:
+        raise InputError(
+            f"{key} height and width must be positive multiples of 8, got {h}x{w}; pad (bottom/"
+            "right, with a coarse mask) or resize the image (loftr_core.Matcher does this for you)"
+        )
+    return img
+
+
+def _mask(data: Mapping[str, Any], key: str, n: int, hw: tuple[int, int]) -> Tensor | None:
+    mask = data.get(key)
+    if mask is None:
+        return None
+    if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
+        kind = mask.dtype if isinstance(mask, Tensor) else type(mask).__name__
+        raise InputError(f"{key} must be a bool tensor (True = valid), got {kind}; use mask.bool()")
+    if tuple(mask.shape) != (n, *hw):
+        raise InputError(
+            f"{key} must have the coarse shape (N, H/8, W/8) = {(n, *hw)}, got {tuple(mask.shape)};"
+            " downsample a pixel mask with mask[:, ::8, ::8]"
+        )
+    return mask
+
+
+def _scale(data: Mapping[str, Any], key: str, n: int) -> Tensor | None:
+    scale = data.get(key)
+    if scale is None:
+        return None
+    if not isinstance(scale, Tensor) or tuple(scale.shape) != (n, 2):
+        got = tuple(scale.shape) if isinstance(scale, Tensor) else type(scale).__name__
+        raise InputError(f"{key} must be a (N, 2) tensor (orig_w/w, orig_h/h), got {got}")
+    return scale
+
+
+def _validate(data: Mapping[str, Any]) -> _Inputs:
+    if not isinstance(data, Mapping):
+        raise InputError(f"the model input must be a mapping of tensors, got {type(data).__name__}")
+    image0, image1 = _image(data, "image0"), _image(data, "image1")
+    n = image0.shape[0]
+    if image1.shape[0] != n:
+        raise InputError(f"image0 and image1 batch sizes differ: {n} vs {image1.shape[0]}")
+    hw0 = (image0.shape[2] // 8, image0.shape[3] // 8)
+    hw1 = (image1.shape[2] // 8, image1.shape[3] // 8)
+    grid0, grid1 = _mask(data, "mask0", n, hw0), _mask(data, "mask1", n, hw1)
+    return _Inputs(
+        image0,
+        image1,
+        None if grid0 is None else grid0.reshape(n, -1),
+        None if grid1 is None else grid1.reshape(n, -1),
+        grid0,
+        grid1,
+        hw0,
+        hw1,
+        _scale(data, "scale0", n),
+        _scale(data, "scale1", n),
+    )
+
+
+def _cell_xy(ids: Tensor, width: int, stride: float, scale: Tensor | None, b_ids: Tensor) -> Tensor:
+    """Pixel ``(x, y)`` of coarse cells (top-left of the 8x8 cell), float32 ``(M, 2)``."""
+    xy = torch.stack([ids % width, torch.div(ids, width, rounding_mode="floor")], dim=1)
+    xy = xy.to(torch.float32) * stride
+    return xy if scale is None else xy * scale[b_ids].to(torch.float32)
+
+
+class LoFTR(nn.Module):
+    """Detector-free local feature matching with transformers.
+
+    Args:
+        config: the model configuration (default: ``LoFTRConfig()``, i.e. the original
+            ``default.py``; use a preset such as ``LoFTRConfig.outdoor_ds()`` for a checkpoint).
+    """
+
+    def __init__(self, config: LoFTRConfig | None = None) -> None:
+        super().__init__()
+        config = LoFTRConfig() if config is None else config
+        if not isinstance(config, LoFTRConfig):
+            raise ConfigError(f"config must be a LoFTRConfig, got {type(config).__name__}")
+        self.config = config
+        # registration order = state-dict order of the official checkpoints
+        self.backbone = ResNetFPN(config.resnetfpn)
+        self.pos_encoding = PositionEncodingSine(
+            config.coarse.d_model, config.coarse.temp_bug_fix, config.coarse.pos_encoding
+        )
+        self.loftr_coarse = LocalFeatureTransformer(config.coarse)
+        self.coarse_matching = CoarseMatching(config.match_coarse)
+        self.fine_preprocess = FinePreprocess(
+            config.coarse.d_model,
+            config.fine.d_model,
+            config.fine_window_size,
+            config.fine_concat_coarse_feat,
+            stride=config.resolution[0] // config.resolution[1],
+        )
+        self.loftr_fine = LocalFeatureTransformer(config.fine)
+
+    # ------------------------------------------------------------------------------ the pipeline
+    def _coarse(self, inputs: _Inputs) -> _Coarse:
+        """Steps 1-3: CNN, positional encoding, coarse transformer."""
+        c0, f0, c1, f1 = run_backbone(self.backbone, inputs.image0, inputs.image1)
+        tokens0 = self.pos_encoding(c0).flatten(2).transpose(1, 2).contiguous()  # (N, L, C)
+        tokens1 = self.pos_encoding(c1).flatten(2).transpose(1, 2).contiguous()  # (N, S, C)
+        tokens0, tokens1 = self.loftr_coarse(tokens0, tokens1, inputs.mask0, inputs.mask1)
+        return _Coarse(tokens0, tokens1, f0, f1)
+
+    def _keep(self, inputs: _Inputs, device: torch.device) -> tuple[Tensor, Tensor]:
+        n = inputs.image0.shape[0]
+        return self.coarse_matching.keep_masks(
+            n, inputs.hw0_c, inputs.hw1_c, inputs.grid0, inputs.grid1, device
+        )
+
+    def _fine(self, coarse: _Coarse, matches: CoarseMatches) -> Tensor:
+        """Steps 5-7: windows, fine transformer, expectation -> ``expec_f`` ``(M, 3)``."""
+        win0, win1 = self.fine_preprocess(
+            coarse.fine0,
+            coarse.fine1,
+            coarse.feat0,
+            coarse.feat1,
+            matches.b_ids,
+            matches.i_ids,
+            matches.j_ids,
+        )
+        if win0.shape[0] > 0:
+            win0, win1 = self.loftr_fine(win0, win1)
+        return fine_expectation(win0, win1)
+
+    def _keypoints(
+        self, inputs: _Inputs, matches: CoarseMatches, expec_f: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Coarse keypoints of both images and refined image-1 keypoints (pixels)."""
+        stride_c, stride_f = (float(s) for s in self.config.resolution)
+        b = matches.b_ids
+        kpts0 = _cell_xy(matches.i_ids, inputs.hw0_c[1], stride_c, inputs.scale0, b)
+        kpts1 = _cell_xy(matches.j_ids, inputs.hw1_c[1], stride_c, inputs.scale1, b)
+        scale_f: Tensor | float = stride_f
+        if inputs.scale1 is not None:
+            scale_f = stride_f * inputs.scale1[b].to(torch.float32)
+        kpts1_f = refine_keypoints(kpts1, expec_f, self.config.fine_window_size, scale_f)
+        return kpts0, kpts1, kpts1_f
+
+    def forward(self, data: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Match two batches of images (inference).
+
+        Args:
+            data: ``image0`` ``(N, 1, H0, W0)``, ``image1`` ``(N, 1, H1, W1)`` floats in [0, 1]
+                (H, W multiples of 8); optional ``mask0`` ``(N, H0/8, W0/8)`` / ``mask1`` bool
+                (True = valid) and ``scale0``/``scale1`` ``(N, 2)`` (keypoints are then in
+                original-image pixels). Never modified.
+
+        Returns:
+            A new dict: ``keypoints0``, ``keypoints1`` ``(M, 2)`` float32 pixels (x, y),
+            ``confidence`` ``(M,)``, ``batch_indexes`` ``(M,)`` int64, plus ``keypoints0_c``,
+            ``keypoints1_c`` (coarse) and ``fine_std`` ``(M,)``. Ordered by batch, then cell of
+            image 0.
+        """
+        inputs = _validate(data)
+        coarse = self._coarse(inputs)
+        keep0, keep1 = self._keep(inputs, coarse.feat0.device)
+        matches = self.coarse_matching(
+            coarse.feat0, coarse.feat1, keep0, keep1, inputs.mask0, inputs.mask1
+        )
+        expec_f = self._fine(coarse, matches)
+        kpts0, kpts1_c, kpts1 = self._keypoints(inputs, matches, expec_f)
+        m = matches.b_ids.shape[0]
+        return {
+            "keypoints0": kpts0,
+            "keypoints1": kpts1,
+            "confidence": matches.mconf,
+            "batch_indexes": matches.b_ids,
+            "keypoints0_c": kpts0,
+            "keypoints1_c": kpts1_c,
+            "fine_std": expec_f[:, 2] if expec_f.shape[0] else expec_f.new_zeros(m),
+        }
+
+    def forward_train(
+        self,
+        data: Mapping[str, Tensor],
+        spv_b_ids: Tensor,
+        spv_i_ids: Tensor,
+        spv_j_ids: Tensor,
+    ) -> dict[str, Any]:
+        """The training path: what the losses need, with coarse predictions padded with GT.
+
+        Args:
+            data: as :meth:`forward`.
+            spv_b_ids, spv_i_ids, spv_j_ids: ``(G,)`` int64 ground-truth coarse matches.
+
+        Returns:
+            A new dict with ``conf_matrix`` ``(N, L, S)`` (differentiable), for optimal transport
+            ``conf_matrix_with_bin`` ``(N, L+1, S+1)``; the fine-level selection ``b_ids``,
+            ``i_ids``, ``j_ids``, ``gt_mask`` ``(M',)`` (predictions first, GT pads after) and
+            ``expec_f`` ``(M', 3)`` (differentiable); for the predictions only ``m_bids``,
+            ``mconf``, ``mkpts0_c``, ``mkpts1_c``, ``mkpts0_f``, ``mkpts1_f``; the sizes
+            ``hw0_i``, ``hw1_i``, ``hw0_c``, ``hw1_c``, ``hw0_f``, ``hw1_f`` and ``W``.
+        """
+        inputs = _validate(data)
+        for name, ids in (
+            ("spv_b_ids", spv_b_ids),
+            ("spv_i_ids", spv_i_ids),
+            ("spv_j_ids", spv_j_ids),
+        ):
+            if not isinstance(ids, Tensor) or ids.dtype != torch.long or ids.dim() != 1:
+                raise InputError(f"{name} must be a 1-D int64 tensor, got {ids!r:.80}")
+        if not spv_b_ids.shape == spv_i_ids.shape == spv_j_ids.shape:
+            raise InputError(
+                "spv_b_ids, spv_i_ids, spv_j_ids must have equal lengths, got "
+                f"{spv_b_ids.shape[0]}, {spv_i_ids.shape[0]}, {spv_j_ids.shape[0]}"
+            )
+        cfg = self.config.match_coarse
+        coarse = self._coarse(inputs)
+        keep0, keep1 = self._keep(inputs, coarse.feat0.device)
+        conf, conf_with_bin = self.coarse_matching.confidence(
+            coarse.feat0, coarse.feat1, inputs.mask0, inputs.mask1
+        )
+        pred = select_matches(conf.detach(), cfg.thr, keep0, keep1)
+        n, length, s = conf.shape
+        n_max = max_candidates(n, length, s, inputs.grid0, inputs.grid1)
+        matches, gt_mask = pad_with_ground_truth(
+            pred,
+            spv_b_ids,
+            spv_i_ids,
+            spv_j_ids,
+            n_max,
+            cfg.train_coarse_percent,
+            cfg.train_pad_num_gt_min,
+        )
+        expec_f = self._fine(coarse, matches)
+        n_pred = int((~gt_mask).sum())
+        preds = CoarseMatches(*(t[:n_pred] for t in matches))
+        with torch.no_grad():
+            kpts0, kpts1_c, kpts1 = self._keypoints(inputs, preds, expec_f.detach())
+        out: dict[str, Any] = {
+            "conf_matrix": conf,
+            "b_ids": matches.b_ids,
+            "i_ids": matches.i_ids,
+            "j_ids": matches.j_ids,
+            "gt_mask": gt_mask,
+            "m_bids": preds.b_ids,
+            "mconf": preds.mconf,
+            "mkpts0_c": kpts0,
+            "mkpts1_c": kpts1_c,
+            "expec_f": expec_f,
+            "mkpts0_f": kpts0,
+            "mkpts1_f": kpts1,
+            "hw0_i": tuple(inputs.image0.shape[2:]),
+            "hw1_i": tuple(inputs.image1.shape[2:]),
+            "hw0_c": inputs.hw0_c,
+            "hw1_c": inputs.hw1_c,
+            "hw0_f": tuple(coarse.fine0.shape[2:]),
+            "hw1_f": tuple(coarse.fine1.shape[2:]),
+            "W": self.config.fine_window_size,
+        }
+        if conf_with_bin is not None:
+            out["conf_matrix_with_bin"] = conf_with_bin
+        return out
