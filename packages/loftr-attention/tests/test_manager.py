@@ -131,6 +131,24 @@ def test_plugin_import_failure_names_entry_point_and_distribution(
     assert BackendManager(autoload=False).available() == BUILTINS
 
 
+def test_plugin_with_an_invalid_hook_names_its_entry_point(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = """
+        from loftr_attention import hookimpl
+
+        @hookimpl
+        def loftr_attention_backends(unexpected_argument):
+            return []
+    """
+    install_fake_plugin(tmp_path, monkeypatch, "fake-badhook", "fake_badhook", source)
+    with pytest.raises(PluginLoadError) as info:
+        BackendManager().available()
+    message = str(info.value)
+    assert "could not register" in message and "'fake-badhook 0.3'" in message
+    assert "unexpected_argument" in message
+
+
 def test_two_plugins_claiming_one_name_are_both_named(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -117,8 +117,15 @@ class BackendManager:
                     f"{ENTRY_POINT_GROUP!r}): {type(exc).__name__}: {exc}. Fix or uninstall that "
                     f"distribution, or set {DISABLE_AUTOLOAD_ENV}=1 to skip third-party plugins."
                 ) from exc
+            try:
+                self.register(plugin, plugin_name, origin)
+            except Exception as exc:  # pluggy.PluginValidationError, double registration
+                raise PluginLoadError(
+                    f"could not register the attention plugin from {origin}: "
+                    f"{type(exc).__name__}: {exc}. Its hook must be "
+                    "`@loftr_attention.hookimpl def loftr_attention_backends() -> list[BackendSpec]`."
+                ) from exc
             logger.debug("loaded attention plugin %s", origin)
-            self.register(plugin, plugin_name, origin)
         self._autoloaded = True
 
     # -- lookup ---------------------------------------------------------------------------
