@@ -1,0 +1,174 @@
+"""Coarse matching: the chunked inference matcher against a literal dense reference (spec §1.5)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from loftr_core.coarse_matching import (
+    CoarseMatching,
+    border_keep,
+    dual_softmax_confidence,
+    dual_softmax_matches,
+    select_matches,
+)
+from loftr_core.config import MatchCoarseConfig
+
+
+def _dense_reference(
+    f0: torch.Tensor,
+    f1: torch.Tensor,
+    hw0: tuple[int, int],
+    hw1: tuple[int, int],
+    thr: float,
+    border: int,
+    temperature: float = 0.1,
+    grid0: torch.Tensor | None = None,
+    grid1: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, ...]:
+    """The original algorithm, written out densely: (b, i, j, conf)."""
+    n, length, c = f0.shape
+    s = f1.shape[1]
+    sim = torch.einsum("nlc,nsc->nls", f0 / c**0.5, f1 / c**0.5) / temperature
+    if grid0 is not None and grid1 is not None:
+        valid = grid0.reshape(n, -1)[:, :, None] & grid1.reshape(n, -1)[:, None, :]
+        sim = sim.masked_fill(~valid, -1e9)
+    conf = torch.softmax(sim, 1) * torch.softmax(sim, 2)
+    mask = (conf > thr).view(n, *hw0, *hw1)
+    if border > 0:
+        b = border
+        mask[:, :b] = False
+        mask[:, :, :b] = False
+        mask[:, :, :, :b] = False
+        mask[:, :, :, :, :b] = False
+        if grid0 is None or grid1 is None:
+            mask[:, -b:] = False
+            mask[:, :, -b:] = False
+            mask[:, :, :, -b:] = False
+            mask[:, :, :, :, -b:] = False
+        else:
+            for k in range(n):
+                h0, w0 = int(grid0[k].sum(0).max()), int(grid0[k].sum(1).max())
+                h1, w1 = int(grid1[k].sum(0).max()), int(grid1[k].sum(1).max())
+                mask[k, h0 - b :] = False
+                mask[k, :, w0 - b :] = False
+                mask[k, :, :, h1 - b :] = False
+                mask[k, :, :, :, w1 - b :] = False
+    mask = mask.view(n, length, s)
+    mask = (
+        mask
+        & (conf == conf.max(dim=2, keepdim=True).values)
+        & (conf == conf.max(dim=1, keepdim=True).values)
+    )
+    any_row, j_all = mask.max(dim=2)
+    b_ids, i_ids = torch.where(any_row)
+    j_ids = j_all[b_ids, i_ids]
+    return b_ids, i_ids, j_ids, conf[b_ids, i_ids, j_ids]
+
+
+def _features(n: int, length: int, s: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    # correlated features so that there are many confident mutual matches
+    base = torch.randn(n, max(length, s), 256, generator=g) * 4
+    perm = torch.randperm(max(length, s), generator=g)[:s]
+    f0 = base[:, :length] + torch.randn(n, length, 256, generator=g)
+    f1 = base[:, perm] + torch.randn(n, s, 256, generator=g)
+    return f0, f1
+
+
+def _grid(n: int, h: int, w: int, valid: list[tuple[int, int]]) -> torch.Tensor:
+    g = torch.zeros(n, h, w, dtype=torch.bool)
+    for k, (vh, vw) in enumerate(valid):
+        g[k, :vh, :vw] = True
+    return g
+
+
+@pytest.mark.parametrize("max_chunk_elements", [1 << 24, 2 * 7 * 132, 1000, 2 * 3 * 132 + 1])
+@pytest.mark.parametrize("masked", [False, True])
+def test_chunked_equals_dense_reference(max_chunk_elements: int, masked: bool) -> None:
+    """Same matches and confidences for one chunk, many chunks, ragged chunks; with/without masks."""
+    n, hw0, hw1 = 2, (10, 12), (11, 12)
+    length, s = 120, 132
+    f0, f1 = _features(n, length, s, seed=int(masked) * 7 + max_chunk_elements % 97)
+    grid0 = _grid(n, *hw0, [(10, 10), (9, 12)]) if masked else None
+    grid1 = _grid(n, *hw1, [(11, 12), (10, 9)]) if masked else None
+    m0 = None if grid0 is None else grid0.reshape(n, -1)
+    m1 = None if grid1 is None else grid1.reshape(n, -1)
+    for thr, border in [(0.2, 2), (0.01, 0), (0.0, 1)]:
+        b, i, j, conf = _dense_reference(f0, f1, hw0, hw1, thr, border, 0.1, grid0, grid1)
+        pad0, pad1 = (grid0, grid1) if masked else (None, None)
+        keep0 = border_keep(n, *hw0, border, pad0, f0.device)
+        keep1 = border_keep(n, *hw1, border, pad1, f0.device)
+        got = dual_softmax_matches(f0, f1, 0.1, thr, keep0, keep1, m0, m1, max_chunk_elements)
+        assert b.numel() >= (15 if border == 2 else 60), (thr, border, b.numel())
+        assert torch.equal(got.b_ids, b) and torch.equal(got.i_ids, i)
+        assert torch.equal(got.j_ids, j)
+        # equal up to float32 rounding of the score GEMM on a chunk vs the whole matrix
+        # (1 ulp of a score ~100 is ~1e-5, and conf ~ exp(2 * score)): relative 2e-5
+        torch.testing.assert_close(got.mconf, conf, rtol=2e-5, atol=1e-7)
+        # the dense training-path matrix gives the same matches
+        dense = select_matches(dual_softmax_confidence(f0, f1, 0.1, m0, m1), thr, keep0, keep1)
+        assert torch.equal(dense.i_ids, i) and torch.equal(dense.j_ids, j)
+
+
+def test_masked_pairs_have_zero_confidence_and_never_match() -> None:
+    n, length, s = 1, 12, 12
+    f0, f1 = _features(n, length, s, seed=3)
+    m0 = torch.ones(n, length, dtype=torch.bool)
+    m1 = torch.ones(n, s, dtype=torch.bool)
+    m0[:, 8:] = False
+    m1[:, :3] = False
+    conf = dual_softmax_confidence(f0, f1, 0.1, m0, m1)
+    assert (conf[:, 8:] == 0).all() and (conf[:, :, :3] == 0).all()
+    keep = torch.ones(n, length, dtype=torch.bool)
+    got = dual_softmax_matches(f0, f1, 0.1, 0.0, keep, keep, m0, m1)
+    assert (got.i_ids < 8).all() and (got.j_ids >= 3).all() and got.b_ids.numel() > 0
+    # a fully masked batch element: no NaN, no match
+    got = dual_softmax_matches(f0, f1, 0.1, 0.0, keep, keep, torch.zeros_like(m0), m1)
+    assert got.b_ids.numel() == 0
+
+
+def test_border_keep() -> None:
+    keep = border_keep(1, 5, 6, 2, None, torch.device("cpu")).view(5, 6)
+    want = torch.zeros(5, 6, dtype=torch.bool)
+    want[2:3, 2:4] = True
+    assert torch.equal(keep, want)
+    grid = _grid(1, 8, 8, [(6, 7)])
+    keep = border_keep(1, 8, 8, 1, grid, torch.device("cpu")).view(8, 8)
+    want = torch.zeros(8, 8, dtype=torch.bool)
+    want[1:5, 1:6] = True
+    assert torch.equal(keep, want)
+    assert border_keep(1, 3, 3, 0, None, torch.device("cpu")).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision_features_are_safe(dtype: torch.dtype) -> None:
+    """fp16/bf16 features with masks: finite confidences, same matches as fp32 on the same values."""
+    n, length, s = 1, 48, 48
+    f0, f1 = _features(n, length, s, seed=5)
+    f0, f1 = f0.to(dtype), f1.to(dtype)
+    m0 = torch.ones(n, length, dtype=torch.bool)
+    m0[:, 40:] = False
+    m1 = torch.ones(n, s, dtype=torch.bool)
+    conf = dual_softmax_confidence(f0, f1, 0.1, m0, m1)
+    assert conf.dtype == torch.float32 and torch.isfinite(conf).all()
+    keep = torch.ones(n, length, dtype=torch.bool)
+    low = dual_softmax_matches(f0, f1, 0.1, 0.2, keep, keep, m0, m1)
+    high = dual_softmax_matches(f0.float(), f1.float(), 0.1, 0.2, keep, keep, m0, m1)
+    assert torch.isfinite(low.mconf).all() and low.i_ids.numel() >= 10
+    same = (low.i_ids[:, None] == high.i_ids[None]) & (low.j_ids[:, None] == high.j_ids[None])
+    assert same.any(1).float().mean() >= 0.9
+
+
+def test_optimal_transport_module_keeps_bin_score_parameter() -> None:
+    mod = CoarseMatching(MatchCoarseConfig(match_type="sinkhorn", skh_init_bin_score=0.5))
+    assert [name for name, _ in mod.named_parameters()] == ["bin_score"]
+    assert mod.bin_score.shape == () and mod.bin_score.item() == 0.5
+    assert list(CoarseMatching(MatchCoarseConfig()).parameters()) == []
+    f0, f1 = _features(1, 30, 30, seed=11)
+    keep = torch.ones(1, 30, dtype=torch.bool)
+    got = mod(f0, f1, keep, keep)
+    conf, with_bin = mod.confidence(f0, f1, None, None)
+    assert with_bin is not None and with_bin.shape == (1, 31, 31)
+    ref = select_matches(conf, 0.2, keep, keep)
+    assert torch.equal(got.i_ids, ref.i_ids) and got.i_ids.numel() >= 10
