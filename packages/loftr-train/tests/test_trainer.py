@@ -142,6 +142,23 @@ def test_fit_checkpoints_schedule_and_best(tmp_path: Path) -> None:
     assert expected == pytest.approx(2e-4 + 4 / 32 * 1.8e-3)
     assert {"prec@3px", "loss", "num_pairs"} <= set(result.last_metrics)
     assert result.last_metrics["num_pairs"] == 4
+    # validation scores the inference-path matches of the final weights (no fine-level cap)
+    from loftr_core.model import LoFTR
+    from loftr_data import collate
+    from loftr_train.training_data import build_datasets
+    from loftr_train.training_step import predict_matches
+    from loftr_train.validation import aggregate_records, pair_records
+
+    model = LoFTR(cfg.model.build())
+    model.load_state_dict(last["model"])
+    model.eval()
+    _, val = build_datasets(cfg.data)
+    assert val is not None
+    batch = collate([val[k] for k in range(len(val))])  # type: ignore[arg-type]
+    out = model({k: batch[k] for k in ("image0", "image1")})
+    expected = aggregate_records(pair_records(batch, predict_matches(model, batch)))
+    assert result.last_metrics["mean_matches"] == pytest.approx(len(out["keypoints0"]) / 4)
+    assert result.last_metrics["prec@3px"] == pytest.approx(expected["prec@3px"])
 
 
 def test_nonfinite_loss_skips_the_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

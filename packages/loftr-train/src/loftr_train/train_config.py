@@ -248,6 +248,8 @@ class TrainerConfig:
         sync_batchnorm: convert BatchNorm to SyncBatchNorm when world_size > 1.
         find_unused_parameters: DDP option (the loss touches every parameter; keep False).
         val_every_n_epochs: validation frequency (0 = never).
+        val_loss: also compute the validation loss (a second, training-path forward per batch;
+            the metrics always come from the inference path).
         num_threads: torch intra-op threads per process (None = torch's default).
     """
 
@@ -263,6 +265,7 @@ class TrainerConfig:
     sync_batchnorm: bool = True
     find_unused_parameters: bool = False
     val_every_n_epochs: int = 1
+    val_loss: bool = True
     num_threads: int | None = None
 
     def __post_init__(self) -> None:

@@ -73,6 +73,7 @@ from loftr_train.training_data import (
 from loftr_train.training_step import (
     TrainStepModule,
     hook_fires,
+    predict_matches,
     seed_everything,
     supervised_step,
     to_device,
@@ -463,10 +464,15 @@ class Trainer:
         for batch in loader:
             data = to_device(batch, ctx.device)
             # no DDP here: ranks may hold different numbers of validation batches
-            step = supervised_step(self.raw_step, self.model, self.loss_fn, data, self.amp_dtype)
-            s = step.loss.scalars()
-            sums += torch.tensor([s["loss"], s["loss_c"], s["loss_f"], 1.0], dtype=torch.float64)
-            records.extend(pair_records(batch, step.outputs))
+            if cfg.trainer.val_loss:
+                step = supervised_step(
+                    self.raw_step, self.model, self.loss_fn, data, self.amp_dtype
+                )
+                s = step.loss.scalars()
+                sums += torch.tensor(
+                    [s["loss"], s["loss_c"], s["loss_f"], 1.0], dtype=torch.float64
+                )
+            records.extend(pair_records(batch, predict_matches(self.model, data, self.amp_dtype)))
         self.model.train()
         self.loss_fn.train()
         gathered = all_gather_objects(ctx, (records, sums.tolist()))
@@ -475,7 +481,9 @@ class Trainer:
         metrics = aggregate_records(all_records)
         if total[3] > 0:
             metrics.update(
-                loss=total[0] / total[3], loss_c=total[1] / total[3], loss_f=total[2] / total[3]
+                loss=float(total[0] / total[3]),
+                loss_c=float(total[1] / total[3]),
+                loss_f=float(total[2] / total[3]),
             )
         return metrics
 

@@ -1,7 +1,7 @@
 """Per-pair validation records and their aggregation across ranks.
 
-Validation runs the model's training path in eval mode (one pass gives the loss and the predicted
-matches ``m_bids``, ``mkpts0_f``, ``mkpts1_f``, in ORIGINAL image pixels). Then per pair:
+Validation takes the model's inference-path matches (``m_bids``, ``mkpts0_f``, ``mkpts1_f``, in
+ORIGINAL image pixels; see :func:`loftr_train.training_step.predict_matches`). Then per pair:
 
 * depth/pose pairs (MegaDepth): :func:`loftr_train.metrics.pair_metrics` with the intrinsics
   brought back to the original resolution (as the original evaluates), giving the pose error and
@@ -61,7 +61,7 @@ def pair_records(batch: Mapping[str, Any], outputs: Mapping[str, Any]) -> list[d
 
     Args:
         batch: the collated batch (depth variant with ``K0/K1/T_0to1``, or ``H_0to1``).
-        outputs: the model's training-path outputs (``m_bids``, ``mkpts0_f``, ``mkpts1_f``).
+        outputs: predicted matches ``m_bids``, ``mkpts0_f``, ``mkpts1_f`` (original pixels).
 
     Returns:
         Dicts with ``identifier``, ``num_matches`` and either ``pose_error``/``precision``
