@@ -166,7 +166,8 @@ def test_forward_train_optimal_transport_with_masks() -> None:
 def test_modern_preset_end_to_end() -> None:
     """All design alternatives together: forward, training path, gradients to every parameter."""
     torch.manual_seed(0)
-    modern = LoFTR(LoFTRConfig.modern().replace(match_coarse={"thr": 0.0})).train()
+    cfg = LoFTRConfig.modern().replace(match_coarse={"thr": 0.0, "border_rm": 0})
+    modern = LoFTR(cfg).train()
     official = LoFTR(LoFTRConfig.outdoor_ds()).state_dict()
     sd = modern.state_dict()
     assert list(sd) == list(official)

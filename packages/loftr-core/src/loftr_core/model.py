@@ -169,6 +169,26 @@ class LoFTR(nn.Module):
         )
         self.loftr_fine = LocalFeatureTransformer(config.fine)
 
+    def compile_stages(self, **compile_kwargs: Any) -> LoFTR:
+        """``torch.compile`` the dense stages in place; the data-dependent part stays eager.
+
+        The backbone and the coarse transformer (shapes fixed by the image size) are compiled as
+        they are; the fine transformer, whose batch is the number of coarse matches, is compiled
+        with ``dynamic=True`` so that a new match count does not trigger a recompilation. Coarse
+        match extraction (``nonzero``) and the window gathering run eagerly between the graphs.
+        ``state_dict()`` keys are unchanged.
+
+        Args:
+            compile_kwargs: passed to :meth:`torch.nn.Module.compile` (e.g. ``mode=...``).
+
+        Returns:
+            ``self``.
+        """
+        self.backbone.compile(**compile_kwargs)
+        self.loftr_coarse.compile(**compile_kwargs)
+        self.loftr_fine.compile(**{"dynamic": True, **compile_kwargs})
+        return self
+
     # ------------------------------------------------------------------------------ the pipeline
     def _coarse(self, inputs: _Inputs) -> _Coarse:
         """Steps 1-3: CNN, positional encoding, coarse transformer."""
@@ -185,19 +205,27 @@ class LoFTR(nn.Module):
         )
 
     def _fine(self, coarse: _Coarse, matches: CoarseMatches) -> Tensor:
-        """Steps 5-7: windows, fine transformer, expectation -> ``expec_f`` ``(M, 3)``."""
-        win0, win1 = self.fine_preprocess(
-            coarse.fine0,
-            coarse.fine1,
-            coarse.feat0,
-            coarse.feat1,
-            matches.b_ids,
-            matches.i_ids,
-            matches.j_ids,
-        )
-        if win0.shape[0] > 0:
-            win0, win1 = self.loftr_fine(win0, win1)
-        return fine_expectation(win0, win1)
+        """Steps 5-7: windows, fine transformer, expectation -> ``expec_f`` ``(M, 3)``.
+
+        Autocast is disabled here: the stage runs in the parameters' dtype (float32 for an fp32
+        model under autocast). It is small (M x W*W tokens) and the sub-pixel expectation is what
+        low precision hurts most (bf16 autocast: 72% -> 90% of coarse-agreeing matches within 1 px).
+        """
+        device_type = coarse.fine0.device.type
+        dtype = next(self.loftr_fine.parameters()).dtype
+        with torch.autocast(device_type, enabled=False):
+            win0, win1 = self.fine_preprocess(
+                coarse.fine0.to(dtype),
+                coarse.fine1.to(dtype),
+                coarse.feat0.to(dtype),
+                coarse.feat1.to(dtype),
+                matches.b_ids,
+                matches.i_ids,
+                matches.j_ids,
+            )
+            if win0.shape[0] > 0:
+                win0, win1 = self.loftr_fine(win0, win1)
+            return fine_expectation(win0, win1)
 
     def _keypoints(
         self, inputs: _Inputs, matches: CoarseMatches, expec_f: Tensor
