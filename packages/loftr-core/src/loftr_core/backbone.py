@@ -72,6 +72,7 @@ class ResNetFPN(nn.Module):
         super().__init__()
         d0, d1, d2 = config.block_dims
         init = config.initial_dim
+        self.channels_last = config.channels_last
         self.conv1 = nn.Conv2d(1, init, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(init)
         self.relu = nn.ReLU(inplace=True)
@@ -108,9 +109,13 @@ class ResNetFPN(nn.Module):
             x: ``(N, 1, H, W)`` float images, H and W multiples of 8.
 
         Returns:
-            ``(coarse (N, block_dims[2], H/8, W/8), fine (N, block_dims[0], H/2, W/2))``.
+            ``(coarse (N, block_dims[2], H/8, W/8), fine (N, block_dims[0], H/2, W/2))``, in
+            channels-last memory layout when ``config.channels_last``.
         """
         x0 = self.relu(self.bn1(self.conv1(x)))
+        if self.channels_last:
+            # every later convolution follows its input's layout (the weights stay NCHW)
+            x0 = x0.contiguous(memory_format=torch.channels_last)
         x1 = self.layer1(x0)  # 1/2
         x2 = self.layer2(x1)  # 1/4
         x3 = self.layer3(x2)  # 1/8

@@ -105,16 +105,23 @@ class BackboneConfig:
             ``block_dims[2]`` the coarse one.
         downsample: shortcut projection of the stride-2 blocks: ``"conv1x1"`` (official) or
             ``"conv3x3"`` (a 3x3 stride-2 convolution; design alternative, changes the state dict).
+        channels_last: speed option (not in the original config, off by default): run the
+            convolutions after the stem on channels-last (NHWC) activations, about 30% less CPU
+            time on x86 (oneDNN). It changes float rounding (~3e-6 relative in the features, up to
+            ~5e-5 in a dual-softmax confidence; the same matches in the kornia parity cases), so
+            the default ``False`` keeps results bit-identical to the original NCHW layout.
     """
 
     initial_dim: int = 128
     block_dims: tuple[int, int, int] = (128, 196, 256)
     downsample: str = "conv1x1"
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         _int(self, "initial_dim", 1)
         _int_tuple(self, "block_dims", 3, 1)
         _choice(self, "downsample", DOWNSAMPLE_TYPES)
+        _bool(self, "channels_last")
 
 
 @dataclass(frozen=True)
