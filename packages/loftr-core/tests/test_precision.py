@@ -91,6 +91,26 @@ def test_fp16_masked_fill_is_safe() -> None:
     assert torch.isfinite(matches.mconf).all() and (matches.i_ids < 40).all()
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_whole_model_in_low_precision(dtype: torch.dtype) -> None:
+    """A model cast to fp16/bf16 with padded inputs: finite float32 keypoints, padding respected."""
+    torch.manual_seed(0)
+    cfg = LoFTRConfig.outdoor_ds().replace(match_coarse={"thr": 0.0, "border_rm": 0})
+    model = LoFTR(cfg).eval().to(dtype)
+    g = torch.Generator().manual_seed(0)
+    data = {"image0": torch.rand(1, 1, 64, 96, generator=g).to(dtype)}
+    data["image1"] = torch.rand(1, 1, 64, 96, generator=g).to(dtype)
+    data["mask0"] = torch.ones(1, 8, 12, dtype=torch.bool)
+    data["mask0"][:, :, 10:] = False
+    with torch.no_grad():
+        out = model(data)
+    assert out["keypoints0"].shape[0] > 0
+    assert out["keypoints1"].dtype == torch.float32
+    for key in ("keypoints1", "confidence", "fine_std"):
+        assert torch.isfinite(out[key]).all(), key
+    assert (out["keypoints0"][:, 0] < 80).all()  # padded columns never match
+
+
 @pytest.mark.slow
 def test_compiled_fine_stage_does_not_recompile_per_match_count() -> None:
     """The data-dependent stage: one dynamic graph serves every number of matches.
