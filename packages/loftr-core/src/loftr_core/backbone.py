@@ -52,13 +52,22 @@ class BasicBlock(nn.Module):
         y = self.relu(self.bn1(self.conv1(x)))
         y = self.bn2(self.conv2(y))
         shortcut = x if self.downsample is None else self.downsample(x)
-        return self.relu(shortcut + y)
+        # in place: one activation-sized buffer less; ``y + shortcut`` == ``shortcut + y`` bitwise,
+        # and BatchNorm's backward does not need its output
+        return self.relu(y.add_(shortcut))
 
 
 def _fpn_merge(in_dim: int, out_dim: int) -> nn.Sequential:
     return nn.Sequential(
-        conv3x3(in_dim, in_dim), nn.BatchNorm2d(in_dim), nn.LeakyReLU(), conv3x3(in_dim, out_dim)
+        conv3x3(in_dim, in_dim),
+        nn.BatchNorm2d(in_dim),
+        nn.LeakyReLU(inplace=True),
+        conv3x3(in_dim, out_dim),
     )
+
+
+def _upsample2x(x: Tensor) -> Tensor:
+    return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=True)
 
 
 class ResNetFPN(nn.Module):
@@ -112,20 +121,34 @@ class ResNetFPN(nn.Module):
             ``(coarse (N, block_dims[2], H/8, W/8), fine (N, block_dims[0], H/2, W/2))``, in
             channels-last memory layout when ``config.channels_last``.
         """
+        # Intermediates are released as soon as they are used (``del``): at 1/2 resolution every
+        # activation is large (196 x H/2 x W/2 floats), so the peak memory is a few of them.
         x0 = self.relu(self.bn1(self.conv1(x)))
         if self.channels_last:
             # every later convolution follows its input's layout (the weights stay NCHW)
             x0 = x0.contiguous(memory_format=torch.channels_last)
         x1 = self.layer1(x0)  # 1/2
+        del x0
         x2 = self.layer2(x1)  # 1/4
         x3 = self.layer3(x2)  # 1/8
-
         x3_out = self.layer3_outconv(x3)
-        x3_up = F.interpolate(x3_out, scale_factor=2.0, mode="bilinear", align_corners=True)
-        x2_out = self.layer2_outconv2(self.layer2_outconv(x2) + x3_up)
-        x2_up = F.interpolate(x2_out, scale_factor=2.0, mode="bilinear", align_corners=True)
-        x1_out = self.layer1_outconv2(self.layer1_outconv(x1) + x2_up)
-        return x3_out, x1_out
+        del x3
+        # FPN: ``outconv2(lateral + up(top))``, the sum written into the lateral buffer (bitwise
+        # equal to the out-of-place sum) and the steps of ``outconv2`` run one by one, so that each
+        # input is freed once the next output exists (``nn.Sequential`` would keep its input).
+        y = self.layer2_outconv(x2)
+        del x2
+        y.add_(_upsample2x(x3_out))
+        for step in self.layer2_outconv2:
+            y = step(y)
+        x2_out = y
+        y = self.layer1_outconv(x1)
+        del x1
+        y.add_(_upsample2x(x2_out))
+        del x2_out
+        for step in self.layer1_outconv2:
+            y = step(y)
+        return x3_out, y
 
 
 def run_backbone(backbone: nn.Module, image0: Tensor, image1: Tensor) -> tuple[Tensor, ...]:
