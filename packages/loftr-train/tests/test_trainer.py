@@ -259,3 +259,34 @@ def test_validation_records_homography() -> None:
     assert agg["prec@3px"] == pytest.approx((3 / 4 + 0.0) / 2)
     assert agg["prec@1px"] == pytest.approx((1 / 4) / 2)
     assert agg["mean_matches"] == pytest.approx(2.0)
+
+
+def test_megadepth_read_error_names_scene_pair_and_files(
+    shared_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from torch.utils.data import ConcatDataset
+
+    import loftr_data.megadepth
+    from loftr_data import MegaDepthDataset
+    from loftr_train.training_data import NamedErrorDataset
+
+    root = shared_data / "megadepth_sample"
+    scene = MegaDepthDataset(root, root / "sample.npz", pair_ids=[0], img_resize=256)
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise OSError("truncated file")
+
+    monkeypatch.setattr(loftr_data.megadepth, "read_depth", broken)
+    with pytest.raises(DataLoadError) as info:
+        NamedErrorDataset(ConcatDataset([scene]), "training")[0]
+    msg = str(info.value)
+    assert "sample.npz, pair 0" in msg and "truncated file" in msg
+    info_ = scene.scene_info
+    i, j = (int(v) for v in info_.pair_indices[0])
+    for rel in (
+        info_.image_paths[i],
+        info_.image_paths[j],
+        info_.depth_paths[i],
+        info_.depth_paths[j],
+    ):
+        assert str(root / str(rel)) in msg
