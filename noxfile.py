@@ -115,3 +115,15 @@ def plugin_example(session: nox.Session) -> None:
     check = "examples/attention-plugin/check_installed.py"
     session.run("python", check, "present", env={"LOFTR_ATTENTION_DISABLE_PLUGIN_AUTOLOAD": ""})
     session.run("python", check, "absent", env={"LOFTR_ATTENTION_DISABLE_PLUGIN_AUTOLOAD": "1"})
+
+
+@nox.session(python="3.11")
+def bench(session: nox.Session) -> None:
+    """Our LoFTR vs kornia's on this machine: latency, peak RSS, matches, stages, FLOP/s.
+
+    Without arguments: every size and mode, torch.compile included (slow: compile takes minutes
+    on a small CPU); arguments after ``--`` replace the defaults, e.g. ``nox -s bench -- --quick``.
+    """
+    _install_torch(session)
+    session.install(*PACKAGE_PATHS[:2], "kornia>=0.7", "opencv-python-headless>=4.8")
+    session.run("python", "benchmarks/bench.py", *(session.posargs or ["--compile", "--markdown"]))
