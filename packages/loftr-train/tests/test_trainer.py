@@ -290,3 +290,20 @@ def test_megadepth_read_error_names_scene_pair_and_files(
         info_.depth_paths[j],
     ):
         assert str(root / str(rel)) in msg
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["32", "bf16", "fp16"])
+def test_trains_on_one_gpu(tmp_path: Path, precision: str) -> None:
+    cfg = tiny(
+        tmp_path / "run",
+        "trainer.device=cuda",
+        f"trainer.precision={precision}",
+        "trainer.max_epochs=1",
+    )
+    result = Trainer(cfg).fit()
+    assert result.progress.optimizer_steps + result.progress.skipped_steps == 5
+    assert result.last_loss is not None and np.isfinite(result.last_loss)
+    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    assert all(v.device.type == "cpu" for v in state["model"].values())
+    assert "cuda" in state["rng"][0]
