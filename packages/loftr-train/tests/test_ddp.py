@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,43 +14,13 @@ import pytest
 import torch
 import yaml
 
-TINY: dict[str, Any] = {
-    "model": {
-        "preset": "default",
-        "options": {
-            "resnetfpn": {"initial_dim": 16, "block_dims": [16, 24, 32]},
-            "coarse": {"d_model": 32, "nhead": 2, "layer_names": ["self", "cross"]},
-            "fine": {"d_model": 16, "nhead": 2, "layer_names": ["self", "cross"]},
-            "match_coarse": {
-                "train_coarse_percent": 0.3,
-                "train_pad_num_gt_min": 8,
-                "border_rm": 1,
-            },
-        },
-    },
-    "data": {
-        "dataset": "synthetic",
-        "synthetic": {"size": [64, 64]},
-        "synthetic_train": {"length": 16, "seed": 0},
-        "synthetic_val": {"length": 6, "seed": 99, "photometric": None},
-        "batch_size": 2,
-        "val_batch_size": 2,
-        "num_workers": 0,
-        "pin_memory": False,
-    },
-    "sampler": {"n_samples_per_subset": 16, "replacement": False, "seed": 3},
-    "optim": {"canonical_lr": 0.064},
-    "schedule": {"warmup_step": 1, "milestones": [1]},
-    "trainer": {"max_epochs": 2, "device": "cpu", "num_threads": 1, "dist_timeout_s": 60},
-    "checkpoint": {"every_n_steps": 3, "every_n_epochs": 1, "monitor": "prec@3px"},
-    "logging": {"progress_bar": False, "tensorboard": True, "log_sample_ids": True},
-}
-
 
 @pytest.mark.slow
-def test_two_process_torchrun_training(tmp_path: Path) -> None:
+def test_two_process_torchrun_training(
+    tmp_path: Path, tiny_config: Callable[..., dict[str, Any]]
+) -> None:
     config = tmp_path / "tiny.yaml"
-    config.write_text(yaml.safe_dump(TINY))
+    config.write_text(yaml.safe_dump(tiny_config(n_train=16, n_val=6, tensorboard=True)))
     run, dump = tmp_path / "run", tmp_path / "dump"
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     env.update(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,42 +21,15 @@ from loftr_train.train_config import TrainConfig, load_config
 from loftr_train.trainer import Trainer
 from loftr_train.training_data import DataLoadError
 
-TINY: dict[str, Any] = {
-    "model": {
-        "preset": "default",
-        "options": {
-            "resnetfpn": {"initial_dim": 16, "block_dims": [16, 24, 32]},
-            "coarse": {"d_model": 32, "nhead": 2, "layer_names": ["self", "cross"]},
-            "fine": {"d_model": 16, "nhead": 2, "layer_names": ["self", "cross"]},
-            "match_coarse": {
-                "train_coarse_percent": 0.3,
-                "train_pad_num_gt_min": 8,
-                "border_rm": 1,
-            },
-        },
-    },
-    "data": {
-        "dataset": "synthetic",
-        "synthetic": {"size": [64, 64]},
-        "synthetic_train": {"length": 10, "seed": 0},
-        "synthetic_val": {"length": 4, "seed": 99, "photometric": None},
-        "batch_size": 2,
-        "val_batch_size": 2,
-        "num_workers": 0,
-        "pin_memory": False,
-    },
-    # every pair exactly once per epoch: 10 pairs, 5 batches of 2
-    "sampler": {"n_samples_per_subset": 10, "replacement": False, "seed": 3},
-    "optim": {"canonical_lr": 0.064},  # lr 2e-3 at batch 2
-    "schedule": {"warmup_step": 1, "milestones": [1]},  # 32 warm-up steps at batch 2 (x 64/2)
-    "trainer": {"max_epochs": 2, "device": "cpu", "num_threads": 1, "dist_timeout_s": 60},
-    "checkpoint": {"every_n_steps": 3, "every_n_epochs": 1, "monitor": "prec@3px"},
-    "logging": {"progress_bar": False, "tensorboard": False, "log_sample_ids": True},
-}
 
+@pytest.fixture
+def tiny(tiny_config: Callable[..., dict[str, Any]]) -> Callable[..., TrainConfig]:
+    """Factory: the tiny config (10 pairs once per epoch) writing its run to ``run_dir``."""
 
-def tiny(run_dir: Path, *overrides: str) -> TrainConfig:
-    return load_config(TINY, [f"logging.run_dir={run_dir}", *overrides])
+    def make(run_dir: Path, *overrides: str) -> TrainConfig:
+        return load_config(tiny_config(), [f"logging.run_dir={run_dir}", *overrides])
+
+    return make
 
 
 def _cli(
@@ -83,9 +57,11 @@ def _samples(run_dir: Path, rank: int = 0) -> dict[int, tuple[int, list[str]]]:
 
 
 @pytest.mark.slow
-def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(tmp_path: Path) -> None:
+def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(
+    tmp_path: Path, tiny_config: Callable[..., dict[str, Any]]
+) -> None:
     config = tmp_path / "tiny.yaml"
-    config.write_text(yaml.safe_dump(TINY))
+    config.write_text(yaml.safe_dump(tiny_config()))
     full, killed = tmp_path / "full", tmp_path / "killed"
 
     ref = _cli(config, full)
@@ -121,7 +97,9 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(tmp_path: Path) 
     )
 
 
-def test_fit_checkpoints_schedule_and_best(tmp_path: Path) -> None:
+def test_fit_checkpoints_schedule_and_best(
+    tmp_path: Path, tiny: Callable[..., TrainConfig]
+) -> None:
     cfg = tiny(tmp_path / "run", "trainer.max_epochs=1", "checkpoint.every_n_steps=null")
     result = Trainer(cfg).fit()
     p = result.progress
@@ -161,7 +139,9 @@ def test_fit_checkpoints_schedule_and_best(tmp_path: Path) -> None:
     assert result.last_metrics["prec@3px"] == pytest.approx(expected["prec@3px"])
 
 
-def test_nonfinite_loss_skips_the_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_nonfinite_loss_skips_the_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny: Callable[..., TrainConfig]
+) -> None:
     monkeypatch.setenv("LOFTR_TRAIN_TEST_NAN_AT", "2")
     monkeypatch.setenv("LOFTR_TRAIN_TEST_NO_GT_AT", "3")  # a batch without ground truth trains on
     cfg = tiny(tmp_path / "run", "trainer.max_steps=4", "trainer.val_every_n_epochs=0")
@@ -175,7 +155,7 @@ def test_nonfinite_loss_skips_the_step(tmp_path: Path, monkeypatch: pytest.Monke
     assert steps == {3.0}
 
 
-def test_data_error_names_the_file(tmp_path: Path) -> None:
+def test_data_error_names_the_file(tmp_path: Path, tiny: Callable[..., TrainConfig]) -> None:
     photos = tmp_path / "photos"
     photos.mkdir()
     cv2.imwrite(
@@ -187,7 +167,9 @@ def test_data_error_names_the_file(tmp_path: Path) -> None:
         Trainer(cfg).fit()
 
 
-def test_explicit_resume_of_a_finished_run_adds_epochs(tmp_path: Path) -> None:
+def test_explicit_resume_of_a_finished_run_adds_epochs(
+    tmp_path: Path, tiny: Callable[..., TrainConfig]
+) -> None:
     run = tmp_path / "run"
     Trainer(tiny(run, "trainer.max_epochs=1", "trainer.val_every_n_epochs=0")).fit()
     ckpt = run / "checkpoints" / "last.ckpt"
@@ -199,7 +181,9 @@ def test_explicit_resume_of_a_finished_run_adds_epochs(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
-def test_reduced_precision_trains_with_finite_loss(tmp_path: Path, precision: str) -> None:
+def test_reduced_precision_trains_with_finite_loss(
+    tmp_path: Path, precision: str, tiny: Callable[..., TrainConfig]
+) -> None:
     cfg = tiny(
         tmp_path / "run",
         f"trainer.precision={precision}",
@@ -294,7 +278,9 @@ def test_megadepth_read_error_names_scene_pair_and_files(
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("precision", ["32", "bf16", "fp16"])
-def test_trains_on_one_gpu(tmp_path: Path, precision: str) -> None:
+def test_trains_on_one_gpu(
+    tmp_path: Path, precision: str, tiny: Callable[..., TrainConfig]
+) -> None:
     cfg = tiny(
         tmp_path / "run",
         "trainer.device=cuda",
