@@ -17,7 +17,7 @@ Claim checked per case: the same matches (batch index and both coarse cells), ke
 Attention: kornia 0.9.0 reformulates ``LinearAttention`` for long sequences (> 256 tokens) as dense
 block-diagonal GEMMs, which differ from the original LoFTR einsums by float rounding (~1e-6 in the
 coarse features, up to ~1.1e-5 in a confidence). The cases below therefore run kornia with its own
-short-sequence einsum branch forced for every length (``_einsum_linear_attention``, the original
+short-sequence einsum branch forced for every length (the ``original_kornia_attention`` fixture, the original
 LoFTR formula); then our confidences are bit-identical. One case compares with stock kornia at a
 3e-5 confidence tolerance.
 
@@ -30,6 +30,8 @@ is checked separately against kornia's matches filtered by the original rule.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +43,6 @@ from loftr_core.config import LoFTRConfig
 from loftr_core.model import LoFTR
 
 kornia_loftr = pytest.importorskip("kornia.feature.loftr.loftr")
-kornia_attention = pytest.importorskip("kornia.feature.loftr.loftr_module.linear_attention")
 
 THR = 1e-4
 MIN_MATCHES = 100
@@ -52,29 +53,6 @@ def _gray(path: Path, width: int, height: int) -> torch.Tensor:
     assert img is not None, path
     img = cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA)
     return torch.from_numpy(img)[None, None].float() / 255.0
-
-
-def _einsum_linear_attention(
-    self: Any,
-    queries: torch.Tensor,
-    keys: torch.Tensor,
-    values: torch.Tensor,
-    q_mask: torch.Tensor | None = None,
-    kv_mask: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """kornia's LinearAttention with its einsum branch for every length (the original formula)."""
-    q = torch.nn.functional.elu(queries) + 1
-    k = torch.nn.functional.elu(keys) + 1
-    if q_mask is not None:
-        q = q * q_mask[:, :, None, None]
-    if kv_mask is not None:
-        k = k * kv_mask[:, :, None, None]
-        values = values * kv_mask[:, :, None, None]
-    v_length = values.size(1)
-    values = values / v_length
-    kv = torch.einsum("nshd,nshv->nhdv", k, values)
-    z = 1 / (torch.einsum("nlhd,nhd->nlh", q, k.sum(dim=1)) + self.eps)
-    return (torch.einsum("nlhd,nhdv->nlhv", q, kv) * z[..., None] * v_length).contiguous()
 
 
 @pytest.fixture(scope="module")
@@ -206,13 +184,14 @@ CASES: dict[str, tuple[str, str, bool]] = {
 
 @pytest.fixture(scope="module")
 def runs(
-    images: dict[str, torch.Tensor], weights: dict[str, torch.Tensor]
+    images: dict[str, torch.Tensor],
+    weights: dict[str, torch.Tensor],
+    original_kornia_attention: Callable[[], AbstractContextManager[Any]],
 ) -> dict[str, dict[str, torch.Tensor]]:
     """Outputs of kornia (einsum attention unless ``stock``) and of our model, computed once."""
     out: dict[str, dict[str, torch.Tensor]] = {}
     masked = _padded_batch(images)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(kornia_attention.LinearAttention, "forward", _einsum_linear_attention)
+    with original_kornia_attention():
         for name, (a, b, fix) in CASES.items():
             out[f"ref/{name}"] = _run(
                 _kornia(weights, fix, 2), {"image0": images[a], "image1": images[b]}

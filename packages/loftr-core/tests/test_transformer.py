@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from typing import Any
 
 import pytest
@@ -11,38 +13,14 @@ from loftr_core.config import CoarseConfig, FineConfig
 from loftr_core.transformer import LocalFeatureTransformer, LoFTREncoderLayer
 
 
-def _einsum_linear_attention(
-    self: Any,
-    queries: torch.Tensor,
-    keys: torch.Tensor,
-    values: torch.Tensor,
-    q_mask: torch.Tensor | None = None,
-    kv_mask: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """The original LoFTR LinearAttention formula (kornia's short-sequence branch)."""
-    q = torch.nn.functional.elu(queries) + 1
-    k = torch.nn.functional.elu(keys) + 1
-    if q_mask is not None:
-        q = q * q_mask[:, :, None, None]
-    if kv_mask is not None:
-        k = k * kv_mask[:, :, None, None]
-        values = values * kv_mask[:, :, None, None]
-    v_length = values.size(1)
-    values = values / v_length
-    kv = torch.einsum("nshd,nshv->nhdv", k, values)
-    z = 1 / (torch.einsum("nlhd,nhd->nlh", q, k.sum(dim=1)) + self.eps)
-    return (torch.einsum("nlhd,nhdv->nlhv", q, kv) * z[..., None] * v_length).contiguous()
+@pytest.fixture
+def ref_mod(original_kornia_attention: Callable[[], AbstractContextManager[Any]]) -> Iterator[Any]:
+    """kornia's transformer module, its linear attention on the original formula."""
+    with original_kornia_attention() as transformer:
+        yield transformer
 
 
-def _reference(monkeypatch: pytest.MonkeyPatch) -> Any:
-    transformer = pytest.importorskip("kornia.feature.loftr.loftr_module.transformer")
-    attention = pytest.importorskip("kornia.feature.loftr.loftr_module.linear_attention")
-    monkeypatch.setattr(attention.LinearAttention, "forward", _einsum_linear_attention)
-    return transformer
-
-
-def test_coarse_transformer_equals_reference_with_masks(monkeypatch: pytest.MonkeyPatch) -> None:
-    ref_mod = _reference(monkeypatch)
+def test_coarse_transformer_equals_reference_with_masks(ref_mod: Any) -> None:
     torch.manual_seed(0)
     cfg = CoarseConfig(layer_names=("self", "cross") * 2)
     ref = ref_mod.LocalFeatureTransformer(

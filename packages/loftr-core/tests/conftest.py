@@ -1,0 +1,53 @@
+"""Shared fixtures of the loftr-core tests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any
+
+import pytest
+import torch
+
+
+def _einsum_linear_attention(
+    self: Any,
+    queries: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    q_mask: torch.Tensor | None = None,
+    kv_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The original LoFTR LinearAttention formula (kornia's short-sequence einsum branch)."""
+    q = torch.nn.functional.elu(queries) + 1
+    k = torch.nn.functional.elu(keys) + 1
+    if q_mask is not None:
+        q = q * q_mask[:, :, None, None]
+    if kv_mask is not None:
+        k = k * kv_mask[:, :, None, None]
+        values = values * kv_mask[:, :, None, None]
+    v_length = values.size(1)
+    values = values / v_length
+    kv = torch.einsum("nshd,nshv->nhdv", k, values)
+    z = 1 / (torch.einsum("nlhd,nhd->nlh", q, k.sum(dim=1)) + self.eps)
+    return (torch.einsum("nlhd,nhdv->nlhv", q, kv) * z[..., None] * v_length).contiguous()
+
+
+@pytest.fixture(scope="session")
+def original_kornia_attention() -> Callable[[], AbstractContextManager[Any]]:
+    """Context-manager factory: inside it kornia's ``LinearAttention`` uses the original formula.
+
+    kornia 0.9 rewrites linear attention for long sequences as large matrix products, which moves
+    confidences by up to ~1e-5; the original formula is the reference the checkpoints were
+    trained with. Yields kornia's ``transformer`` module.
+    """
+    transformer = pytest.importorskip("kornia.feature.loftr.loftr_module.transformer")
+    attention = pytest.importorskip("kornia.feature.loftr.loftr_module.linear_attention")
+
+    @contextmanager
+    def patched() -> Iterator[Any]:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(attention.LinearAttention, "forward", _einsum_linear_attention)
+            yield transformer
+
+    return patched
