@@ -27,3 +27,18 @@ def test_channels_last_backbone_equals_nchw_up_to_rounding() -> None:
     for got, ref in ((c, c_ref), (f, f_ref)):
         scale = float(ref.abs().max())
         assert float((got - ref).abs().max()) <= 1e-5 * scale
+
+
+def test_bf16_fine_branch_keeps_the_coarse_map_exact() -> None:
+    torch.manual_seed(0)
+    ref = ResNetFPN(BackboneConfig()).eval()
+    low = ResNetFPN(BackboneConfig(fine_branch_dtype="bfloat16")).eval()
+    low.load_state_dict(ref.state_dict())
+    x = torch.rand(1, 1, 64, 96)
+    with torch.no_grad():
+        c_ref, f_ref = ref(x)
+        c, f = low(x)
+    assert torch.equal(c, c_ref)  # the coarse path never leaves float32
+    assert f.dtype == torch.float32
+    err = float((f - f_ref).abs().max()) / float(f_ref.abs().max())
+    assert 0 < err < 0.05  # bfloat16 rounding (8 mantissa bits), not garbage

@@ -8,6 +8,8 @@ checkpoint's (``backbone.layer2.0.downsample.0.weight``...).
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -82,6 +84,7 @@ class ResNetFPN(nn.Module):
         d0, d1, d2 = config.block_dims
         init = config.initial_dim
         self.channels_last = config.channels_last
+        self.fine_branch_dtype: torch.dtype = getattr(torch, config.fine_branch_dtype)
         self.conv1 = nn.Conv2d(1, init, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(init)
         self.relu = nn.ReLU(inplace=True)
@@ -136,19 +139,29 @@ class ResNetFPN(nn.Module):
         # FPN: ``outconv2(lateral + up(top))``, the sum written into the lateral buffer (bitwise
         # equal to the out-of-place sum) and the steps of ``outconv2`` run one by one, so that each
         # input is freed once the next output exists (``nn.Sequential`` would keep its input).
-        y = self.layer2_outconv(x2)
-        del x2
-        y.add_(_upsample2x(x3_out))
-        for step in self.layer2_outconv2:
-            y = step(y)
-        x2_out = y
-        y = self.layer1_outconv(x1)
-        del x1
-        y.add_(_upsample2x(x2_out))
-        del x2_out
-        for step in self.layer1_outconv2:
-            y = step(y)
-        return x3_out, y
+        # Everything from here on feeds only the fine map: ``fine_branch_dtype`` applies.
+        dtype = x3_out.dtype
+        with self._fine_branch_precision(x3_out):
+            y = self.layer2_outconv(x2)
+            del x2
+            y.add_(_upsample2x(x3_out))
+            for step in self.layer2_outconv2:
+                y = step(y)
+            x2_out = y
+            y = self.layer1_outconv(x1)
+            del x1
+            y.add_(_upsample2x(x2_out))
+            del x2_out
+            for step in self.layer1_outconv2:
+                y = step(y)
+        return x3_out, y.to(dtype)
+
+    def _fine_branch_precision(self, x: Tensor) -> contextlib.AbstractContextManager[object]:
+        """Autocast to ``fine_branch_dtype`` when it is lower than ``x``'s precision."""
+        low = self.fine_branch_dtype
+        if low == torch.float32 or x.dtype in (low, torch.float16, torch.bfloat16):
+            return contextlib.nullcontext()
+        return torch.autocast(x.device.type, dtype=low)
 
 
 def run_backbone(backbone: nn.Module, image0: Tensor, image1: Tensor) -> tuple[Tensor, ...]:
