@@ -188,8 +188,8 @@ def dual_softmax_matches(
     Pass 1 streams over row chunks of image 0 and accumulates, per column, the max score and the
     sum of ``exp(score - max)`` (rescaled online when the max grows). Pass 2 recomputes each chunk
     and forms ``softmax_S(sim) * exp(sim - col_max) / col_sum`` for it, keeping its row max/argmax
-    and the running column max of the confidence. The last chunk of pass 1 is reused by pass 2,
-    so a single chunk costs one matrix product. Results equal :func:`select_matches` on
+    and the running column max of the confidence. The last chunk of pass 1 is reused by pass 2.
+    When the whole matrix fits in one chunk, the dense formula runs instead. Results equal :func:`select_matches` on
     :func:`dual_softmax_confidence` (up to float rounding of the column sums).
 
     Args:
@@ -201,6 +201,10 @@ def dual_softmax_matches(
     """
     n, length, _ = feat0.shape
     s = feat1.shape[1]
+    if n * length * s <= max_chunk_elements:
+        # one chunk: the dense formula itself (two softmaxes, one matrix product; the fastest)
+        conf = dual_softmax_confidence(feat0, feat1, temperature, mask0, mask1)
+        return select_matches(conf, thr, keep0, keep1)
     rows = max(1, min(length, max_chunk_elements // max(1, n * s)))
     starts = list(range(0, length, rows))
 

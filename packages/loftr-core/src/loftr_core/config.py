@@ -233,8 +233,9 @@ class MatchCoarseConfig:
         train_pad_num_gt_min: minimum number of ground-truth pads in training.
         sparse_spvs: sparse supervision (the OT path then returns ``conf_matrix_with_bin``).
         max_chunk_elements: memory knob of the inference matcher (not in the original config):
-            at most this many scores ``N * rows * S`` are held at once; results do not depend on
-            it (beyond float rounding).
+            at most this many scores ``N * rows * S`` are held at once (2^25 = 128 MiB of
+            float32: a 640x480 pair in one chunk, where the dense formula runs); results do not
+            depend on it (beyond float rounding).
     """
 
     thr: float = 0.2
@@ -247,7 +248,7 @@ class MatchCoarseConfig:
     train_coarse_percent: float = 0.2
     train_pad_num_gt_min: int = 200
     sparse_spvs: bool = True
-    max_chunk_elements: int = 1 << 24
+    max_chunk_elements: int = 1 << 25
 
     def __post_init__(self) -> None:
         _float(self, "thr", 0.0, 1.0, lo_open=False, hi_open=True)
