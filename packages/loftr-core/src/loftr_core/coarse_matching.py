@@ -181,7 +181,7 @@ def dual_softmax_matches(
     keep1: Tensor,
     mask0: Tensor | None = None,
     mask1: Tensor | None = None,
-    max_chunk_elements: int = 1 << 24,
+    max_chunk_elements: int = 1 << 25,
 ) -> CoarseMatches:
     """Dual-softmax matches without materialising the ``(N, L, S)`` confidence matrix.
 
@@ -202,8 +202,17 @@ def dual_softmax_matches(
     n, length, _ = feat0.shape
     s = feat1.shape[1]
     if n * length * s <= max_chunk_elements:
-        # one chunk: the dense formula itself (two softmaxes, one matrix product; the fastest)
-        conf = dual_softmax_confidence(feat0, feat1, temperature, mask0, mask1)
+        # one chunk: the dense formula itself (two softmaxes, one matrix product; the fastest),
+        # in place where it is bitwise the same: softmax_S(sim) * softmax_L(sim)
+        sim = _scores(feat0, feat1).div_(temperature)
+        invalid = _invalid(mask0, mask1)
+        if invalid is not None:
+            sim.masked_fill_(invalid, MASK_FILL)
+        conf = F.softmax(sim, dim=1)
+        conf.mul_(F.softmax(sim, dim=2))
+        del sim
+        if invalid is not None:
+            conf.masked_fill_(invalid, 0.0)
         return select_matches(conf, thr, keep0, keep1)
     rows = max(1, min(length, max_chunk_elements // max(1, n * s)))
     starts = list(range(0, length, rows))
