@@ -34,10 +34,14 @@ What is compared, and how it is kept fair:
   products, per module) on our fp32 model, and achieved GFLOP/s is set against a measured fp32
   matrix-multiply peak (median of large ``torch.mm``) in the same run.
 
-Modes: ``eager`` (fp32), ``bf16`` (weights and activations cast to bfloat16; coarse matching and
-fine expectation stay float32 inside our model), ``compile`` (``torch.compile``, fp32),
-``bf16+compile``. Accuracy of a mode: the share of its matches whose image-0 cell is an fp32 match
-of ours and whose image-1 keypoint lies within 1 px of that match's.
+Modes (tokens joined by ``+``): ``eager`` (fp32, the default configuration, exact), ``nhwc``
+(``resnetfpn.channels_last=True``), ``fbf16`` (``resnetfpn.fine_branch_dtype="bfloat16"``: the
+FPN path that only feeds the fine map in bf16, coarse matches unchanged), ``bf16``
+(``torch.autocast("cpu", torch.bfloat16)`` around the call, as ``Matcher(dtype="bf16")``; our fine
+stage stays float32), ``compile`` (ours: ``model.compile_stages()``; kornia: ``torch.compile``).
+Accuracy of a mode: the share of its matches whose image-0 cell is an fp32 match of ours and whose
+image-1 keypoint lies within 1 px of that match's. "CPU s" is the process CPU time per call (all
+threads): steadier than wall time when other jobs share the cores.
 
 The machine's cores may be shared; check ``uptime`` before trusting a table.
 """
@@ -126,10 +130,11 @@ def _outdoor_kornia_cfg(thr: float) -> dict[str, Any]:
     return cfg
 
 
-def build_model(impl: str, thr: float, weights: dict[str, Any], nhwc: bool = False) -> Any:
+def build_model(impl: str, thr: float, weights: dict[str, Any], mode: str = "eager") -> Any:
     """Our model or kornia's with the given weights and coarse threshold, in eval mode.
 
-    ``nhwc``: our ``resnetfpn.channels_last`` option (channels-last convolutions).
+    Our config options by mode token: ``nhwc`` = ``resnetfpn.channels_last``, ``fbf16`` =
+    ``resnetfpn.fine_branch_dtype="bfloat16"`` (both off in the default, exact configuration).
     """
     if impl == "kornia":
         from kornia.feature.loftr import loftr as kornia_loftr
@@ -139,9 +144,12 @@ def build_model(impl: str, thr: float, weights: dict[str, Any], nhwc: bool = Fal
         from loftr_core.config import LoFTRConfig
         from loftr_core.model import LoFTR
 
-        cfg = LoFTRConfig.outdoor_ds().replace(
-            match_coarse={"thr": thr}, resnetfpn={"channels_last": nhwc}
-        )
+        tokens = mode.split("+")
+        backbone = {
+            "channels_last": "nhwc" in tokens,
+            "fine_branch_dtype": "bfloat16" if "fbf16" in tokens else "float32",
+        }
+        cfg = LoFTRConfig.outdoor_ds().replace(match_coarse={"thr": thr}, resnetfpn=backbone)
         model = LoFTR(cfg)
     model.load_state_dict(weights, strict=True)
     return model.eval()
@@ -239,9 +247,9 @@ def _prepare(model: Any, impl: str, mode: str) -> tuple[Any, Any]:
 
     import torch
 
-    if "compile" in mode:
+    if "compile" in mode.split("+"):
         model = model.compile_stages() if impl == "ours" else torch.compile(model)
-    if "bf16" in mode:
+    if "bf16" in mode.split("+"):
         return model, lambda: torch.autocast("cpu", dtype=torch.bfloat16)
     return model, contextlib.nullcontext
 
@@ -256,7 +264,7 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     weights = torch.load(spec["weights"], weights_only=True)
     pair = torch.load(spec["pair"], weights_only=True)
-    model = build_model(spec["impl"], spec["thr"], weights, "nhwc" in spec["mode"])
+    model = build_model(spec["impl"], spec["thr"], weights, spec["mode"])
     del weights
     model, context = _prepare(model, spec["impl"], spec["mode"])
     data = dict(pair)
@@ -273,14 +281,17 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
             if i == 0:
                 first_s = time.perf_counter() - start
         times: list[float] = []
+        cpu: list[float] = []
         stages: list[dict[str, float]] = []
         for _ in range(spec["runs"]):
             if timer is not None:
                 timer.start()
+            cpu_start = time.process_time()
             start = time.perf_counter()
             with context():
                 out = model(dict(data))
             end = time.perf_counter()
+            cpu.append(time.process_time() - cpu_start)
             times.append(end - start)
             if timer is not None:
                 stages.append(timer.finish(end - start, end))
@@ -297,6 +308,7 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
     torch.save({k: out[k].float() for k in ("keypoints0", "keypoints1", "confidence")}, spec["out"])
     result: dict[str, Any] = {
         "median_s": statistics.median(times),
+        "cpu_s": statistics.median(cpu),
         "times": times,
         "first_s": first_s,
         "peak_rss_mib": peak,
@@ -441,9 +453,9 @@ def _targets(
         lines.append(f"{verdict}  {name}: {fmt.format(value)} (target <= {fmt.format(bound)})")
 
     small, mid, big = (640, 480), (1024, 768), (1600, 1200)
-    for mode in sorted({m for (i, m, s) in results if i == "ours" and "compile" not in m}):
-        if "bf16" in mode:
-            continue
+    for mode in sorted({m for (i, m, s) in results if i == "ours"}):
+        if not set(mode.split("+")) <= {"eager", "nhwc"}:
+            continue  # the fp32 eager targets: exact modes only
         for size, bound in ((small, 0.8), (mid, 0.7)):
             ours, ref = (
                 get("ours", mode, size, "median_s"),
@@ -462,7 +474,8 @@ def _targets(
               get("ours", mode, big, "peak_rss_mib"), 3 * 1024, "{:.0f}")  # fmt: skip
     kc = get("kornia", "compile", small, "median_s")
     for mode in [m for (i, m, s) in results if i == "ours" and "compile" in m and s == small]:
-        if kc is not None and "bf16" not in mode and "error" not in results["ours", mode, small]:
+        fp32 = set(mode.split("+")) <= {"compile", "nhwc"}
+        if kc is not None and fp32 and "error" not in results["ours", mode, small]:
             check(f"latency ours {_mode_label(mode)} / kornia fp32 compile, 640x480",
                   get("ours", mode, small, "median_s") / kc, 0.85)  # type: ignore[operator]  # fmt: skip
     ke = get("kornia", "eager", small, "median_s")
@@ -498,9 +511,9 @@ def _table(rows: list[list[str]], markdown: bool) -> str:
     return "\n".join(lines)
 
 
-MODES_FIRST = ("eager", "nhwc", "bf16", "bf16+nhwc")
-MODES_OTHER = ("eager", "nhwc")
-MODES_COMPILE = ("compile", "nhwc+compile", "bf16+nhwc+compile")
+MODES_FIRST = ("eager", "nhwc", "nhwc+fbf16", "bf16")
+MODES_OTHER = ("eager", "nhwc", "nhwc+fbf16")
+MODES_COMPILE = ("compile", "nhwc+compile", "nhwc+fbf16+compile")
 
 
 def _cases(
@@ -512,7 +525,7 @@ def _cases(
         ours = modes if i == 0 else modes_other
         if kornia:
             cases.append(("kornia", "eager", size))
-            if "compile" in ours:
+            if any("compile" in m for m in ours):
                 cases.append(("kornia", "compile", size))
         cases += [("ours", m, size) for m in ours]
     return cases
@@ -535,7 +548,8 @@ def main(argv: list[str] | None = None) -> int:
         nargs="+",
         default=None,
         help="our modes at the first size (tokens joined by +: nhwc = resnetfpn.channels_last, "
-        f"bf16 = autocast, compile); default {' '.join(MODES_FIRST)} (+ "
+        "fbf16 = resnetfpn.fine_branch_dtype bfloat16, bf16 = autocast, compile = "
+        f"compile_stages); default {' '.join(MODES_FIRST)} (+ "
         f"{' '.join(MODES_COMPILE)} with --compile)",
     )
     parser.add_argument(
@@ -659,8 +673,8 @@ def render(
     ]
     rows = [
         [
-            "size", "impl", "mode", "thr", "matches", "latency s", "vs kornia", "peak RSS MiB",
-            "vs kornia", "first call s", "vs our fp32",
+            "size", "impl", "mode", "thr", "matches", "latency s", "vs kornia", "CPU s",
+            "vs kornia", "peak RSS MiB", "vs kornia", "first call s", "vs our fp32",
         ]
     ]  # fmt: skip
     for impl, mode, size in results:
@@ -669,13 +683,14 @@ def render(
         row = [f"{w}x{h}", impl, _mode_label(mode)]
         row.append(f"{thr[size]:.3g}")
         if "error" in res:
-            rows.append([*row, "-", res["error"], "-", "-", "-", "-", "-"])
+            rows.append([*row, "-", res["error"], *["-"] * 7])
             continue
         kmode = "compile" if "compile" in mode else "eager"
         kres = results.get(("kornia", kmode, size), {})
-        lat_ratio = mem_ratio = "-"
+        lat_ratio = cpu_ratio = mem_ratio = "-"
         if impl == "ours" and "median_s" in kres:
             lat_ratio = f"{res['median_s'] / kres['median_s']:.2f}"
+            cpu_ratio = f"{res['cpu_s'] / kres['cpu_s']:.2f}"
             mem_ratio = f"{res['peak_rss_mib'] / kres['peak_rss_mib']:.2f}"
         acc = "-"
         ref = outputs.get(("ours", "eager", size))
@@ -684,8 +699,8 @@ def render(
             acc = f"{100 * c['within_1px']:.1f}% <=1px"
         first = _fmt_s(res["first_s"]) if "compile" in mode else "-"
         row += [
-            str(res["matches"]), f"{res['median_s']:.2f}", lat_ratio,
-            f"{res['peak_rss_mib']:.0f}", mem_ratio, first, acc,
+            str(res["matches"]), f"{res['median_s']:.2f}", lat_ratio, f"{res['cpu_s']:.2f}",
+            cpu_ratio, f"{res['peak_rss_mib']:.0f}", mem_ratio, first, acc,
         ]  # fmt: skip
         rows.append(row)
     lines.append(_table(rows, markdown))
