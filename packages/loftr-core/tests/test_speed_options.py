@@ -42,3 +42,23 @@ def test_bf16_fine_branch_keeps_the_coarse_map_exact() -> None:
     assert f.dtype == torch.float32
     err = float((f - f_ref).abs().max()) / float(f_ref.abs().max())
     assert 0 < err < 0.05  # bfloat16 rounding (8 mantissa bits), not garbage
+
+
+def test_bf16_transformer_returns_the_input_dtype_close_to_fp32() -> None:
+    from loftr_core.config import CoarseConfig
+    from loftr_core.transformer import LocalFeatureTransformer
+
+    torch.manual_seed(0)
+    ref = LocalFeatureTransformer(CoarseConfig(layer_names=("self", "cross"))).eval()
+    low = LocalFeatureTransformer(
+        CoarseConfig(layer_names=("self", "cross"), compute_dtype="bfloat16")
+    ).eval()
+    low.load_state_dict(ref.state_dict())
+    f0, f1 = torch.randn(1, 300, 256), torch.randn(1, 200, 256)
+    with torch.no_grad():
+        r0, r1 = ref(f0, f1)
+        g0, g1 = low(f0, f1)
+    assert g0.dtype == g1.dtype == torch.float32
+    for got, want in ((g0, r0), (g1, r1)):
+        err = float((got - want).abs().max()) / float(want.abs().max())
+        assert 0 < err < 0.05  # bfloat16 rounding, not garbage

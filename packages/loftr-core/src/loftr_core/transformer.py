@@ -127,6 +127,9 @@ class LocalFeatureTransformer(nn.Module):
         super().__init__()
         self.d_model = config.d_model
         self.layer_names = tuple(config.layer_names)
+        self.compute_dtype: torch.dtype | None = (
+            None if config.compute_dtype == "inherit" else getattr(torch, config.compute_dtype)
+        )
         layer = LoFTREncoderLayer(
             config.d_model,
             config.nhead,
@@ -157,8 +160,19 @@ class LocalFeatureTransformer(nn.Module):
             mask0: optional ``(N, L)`` bool; mask1: optional ``(N, S)`` bool (True = valid).
 
         Returns:
-            The updated ``(feat0, feat1)``.
+            The updated ``(feat0, feat1)`` (in the input dtype also with ``compute_dtype``).
         """
+        low = self.compute_dtype
+        if low is None or feat0.dtype == low:
+            return self._layers(feat0, feat1, mask0, mask1)
+        dtype = feat0.dtype
+        with torch.autocast(feat0.device.type, dtype=low):
+            feat0, feat1 = self._layers(feat0, feat1, mask0, mask1)
+        return feat0.to(dtype), feat1.to(dtype)
+
+    def _layers(
+        self, feat0: Tensor, feat1: Tensor, mask0: Tensor | None, mask1: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
         for layer, name in zip(self.layers, self.layer_names, strict=True):
             if name == "self":
                 feat0 = layer(feat0, feat0, mask0, mask0)
