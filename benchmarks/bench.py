@@ -36,7 +36,8 @@ What is compared, and how it is kept fair:
 
 Modes (tokens joined by ``+``): ``eager`` (fp32, the default configuration, exact), ``nhwc``
 (``resnetfpn.channels_last=True``), ``fbf16`` (``resnetfpn.fine_branch_dtype="bfloat16"``: the
-FPN path that only feeds the fine map in bf16, coarse matches unchanged), ``bf16``
+FPN path that only feeds the fine map in bf16, coarse matches unchanged), ``tbf16``
+(``coarse.compute_dtype="bfloat16"``: the coarse transformer under bf16 autocast), ``bf16``
 (``torch.autocast("cpu", torch.bfloat16)`` around the call, as ``Matcher(dtype="bf16")``; our fine
 stage stays float32), ``compile`` (ours: ``model.compile_stages()``; kornia: ``torch.compile``).
 Accuracy of a mode: the share of its matches whose image-0 cell is an fp32 match of ours and whose
@@ -134,7 +135,8 @@ def build_model(impl: str, thr: float, weights: dict[str, Any], mode: str = "eag
     """Our model or kornia's with the given weights and coarse threshold, in eval mode.
 
     Our config options by mode token: ``nhwc`` = ``resnetfpn.channels_last``, ``fbf16`` =
-    ``resnetfpn.fine_branch_dtype="bfloat16"`` (both off in the default, exact configuration).
+    ``resnetfpn.fine_branch_dtype="bfloat16"``, ``tbf16`` = ``coarse.compute_dtype="bfloat16"``
+    (all off in the default, exact configuration).
     """
     if impl == "kornia":
         from kornia.feature.loftr import loftr as kornia_loftr
@@ -149,7 +151,10 @@ def build_model(impl: str, thr: float, weights: dict[str, Any], mode: str = "eag
             "channels_last": "nhwc" in tokens,
             "fine_branch_dtype": "bfloat16" if "fbf16" in tokens else "float32",
         }
-        cfg = LoFTRConfig.outdoor_ds().replace(match_coarse={"thr": thr}, resnetfpn=backbone)
+        coarse = {"compute_dtype": "bfloat16" if "tbf16" in tokens else "inherit"}
+        cfg = LoFTRConfig.outdoor_ds().replace(
+            match_coarse={"thr": thr}, resnetfpn=backbone, coarse=coarse
+        )
         model = LoFTR(cfg)
     model.load_state_dict(weights, strict=True)
     return model.eval()
@@ -193,35 +198,43 @@ def make_weights(pair: dict[str, Any]) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------- the worker
+class _Timed:
+    """Callable stand-in for a stage module that adds its wall time to a timer."""
+
+    def __init__(self, inner: Any, timer: StageTimer, name: str) -> None:
+        self.inner, self.timer, self.name = inner, timer, name
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self.inner, attr)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        out = self.inner(*args, **kwargs)
+        end = time.perf_counter()
+        self.timer.totals[self.name] = self.timer.totals.get(self.name, 0.0) + end - start
+        self.timer.marks[self.name + "_end"] = end
+        return out
+
+
 class StageTimer:
-    """Wall time spent in the backbone, coarse transformer and coarse matching (forward hooks)."""
+    """Wall time spent in the backbone, coarse transformer and coarse matching.
+
+    The stage modules are replaced (in ``model.__dict__``, outside any compiled region) by
+    callables that time them, so this also works after ``model.compile_stages()``; the fine stage
+    is the rest after coarse matching, "other" what precedes the backbone and sits between stages.
+    """
 
     STAGES = ("backbone", "loftr_coarse", "coarse_matching")
 
     def __init__(self, model: Any) -> None:
         self.totals: dict[str, float] = {}
         self.marks: dict[str, float] = {}
-        self.handles: list[Any] = []
         for name in self.STAGES:
             mod = getattr(model, name, None)
-            if mod is None:
-                continue
-            self.handles.append(mod.register_forward_pre_hook(self._pre(name)))
-            self.handles.append(mod.register_forward_hook(self._post(name)))
-
-    def _pre(self, name: str) -> Any:
-        def hook(*_: Any) -> None:
-            self.marks[name] = time.perf_counter()
-
-        return hook
-
-    def _post(self, name: str) -> Any:
-        def hook(*_: Any) -> None:
-            now = time.perf_counter()
-            self.totals[name] = self.totals.get(name, 0.0) + now - self.marks[name]
-            self.marks[name + "_end"] = now
-
-        return hook
+            if mod is not None:
+                # an instance attribute shadows the registered submodule for attribute lookup
+                object.__setattr__(model, name, _Timed(mod, self, name))
+        self.ok = all(isinstance(model.__dict__.get(n), _Timed) for n in self.STAGES)
 
     def start(self) -> None:
         self.totals = {}
@@ -269,7 +282,8 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
     model, context = _prepare(model, spec["impl"], spec["mode"])
     data = dict(pair)
     rss_loaded = _peak_rss_mib()
-    timer = StageTimer(model) if "compile" not in spec["mode"] else None
+    compiled_whole = spec["impl"] == "kornia" and "compile" in spec["mode"].split("+")
+    timer = None if compiled_whole else StageTimer(model)
 
     first_s = None
     recompiles = None
@@ -350,21 +364,40 @@ def run_weights(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_mm_peak() -> dict[str, Any]:
-    """Median fp32 (and bf16) ``torch.mm`` throughput of large square matrices."""
+    """Median matrix-multiply throughput (GFLOP/s) of this machine, fp32 and bf16.
+
+    Two GEMM engines: ``torch.mm`` (MKL/BLAS for fp32, square 2048 and 4096) and oneDNN, reached
+    through a 1x1 channels-last convolution (a ``(N*H*W, 512) @ (512, 512)`` product), which is
+    the engine the backbone's convolutions use. ``peak`` is the best of them.
+    """
     import torch
+    import torch.nn.functional as F
 
     torch.set_num_threads(os.cpu_count() or 1)
-    res: dict[str, Any] = {}
-    for dtype, name in ((torch.float32, "fp32"), (torch.bfloat16, "bf16")):
-        n = 2048
-        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-        torch.mm(a, b)
+
+    def rate(fn: Any, flops: float, reps: int = 7) -> float:
+        fn()
         times = []
-        for _ in range(15):
+        for _ in range(reps):
             start = time.perf_counter()
-            torch.mm(a, b)
+            fn()
             times.append(time.perf_counter() - start)
-        res[name] = 2 * n**3 / statistics.median(times) / 1e9
+        return flops / statistics.median(times) / 1e9
+
+    res: dict[str, Any] = {}
+    with torch.inference_mode():
+        for dtype, name in ((torch.float32, "fp32"), (torch.bfloat16, "bf16")):
+            best: dict[str, float] = {}
+            for n in (2048, 4096):
+                a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+                best[f"mm{n}"] = rate(lambda a=a, b=b: torch.mm(a, b), 2.0 * n**3)
+            x = torch.randn(4, 512, 64, 64, dtype=dtype).contiguous(
+                memory_format=torch.channels_last
+            )
+            w = torch.randn(512, 512, 1, 1, dtype=dtype)
+            best["onednn"] = rate(lambda x=x, w=w: F.conv2d(x, w), 2.0 * 4 * 64 * 64 * 512 * 512)
+            res[name] = max(best.values())
+            res[name + "_detail"] = best
     return res
 
 
@@ -427,6 +460,11 @@ def compare(ref: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
     res["within_1px"] = hits / n
     res["recall_1px"] = hits / max(1, k0r.shape[0])
     return res
+
+
+def _detail(mm: dict[str, Any], name: str) -> str:
+    parts = mm.get(name + "_detail", {})
+    return "(" + ", ".join(f"{k} {v:.0f}" for k, v in parts.items()) + ")" if parts else ""
 
 
 def _mode_label(mode: str) -> str:
@@ -511,9 +549,9 @@ def _table(rows: list[list[str]], markdown: bool) -> str:
     return "\n".join(lines)
 
 
-MODES_FIRST = ("eager", "nhwc", "nhwc+fbf16", "bf16")
-MODES_OTHER = ("eager", "nhwc", "nhwc+fbf16")
-MODES_COMPILE = ("compile", "nhwc+compile", "nhwc+fbf16+compile")
+MODES_FIRST = ("eager", "nhwc", "nhwc+fbf16", "nhwc+fbf16+tbf16", "bf16")
+MODES_OTHER = ("eager", "nhwc", "nhwc+fbf16+tbf16")
+MODES_COMPILE = ("compile", "nhwc+compile", "nhwc+fbf16+tbf16+compile")
 
 
 def _cases(
@@ -548,7 +586,8 @@ def main(argv: list[str] | None = None) -> int:
         nargs="+",
         default=None,
         help="our modes at the first size (tokens joined by +: nhwc = resnetfpn.channels_last, "
-        "fbf16 = resnetfpn.fine_branch_dtype bfloat16, bf16 = autocast, compile = "
+        "fbf16 = resnetfpn.fine_branch_dtype bfloat16, tbf16 = coarse.compute_dtype bfloat16, "
+        "bf16 = autocast, compile = "
         f"compile_stages); default {' '.join(MODES_FIRST)} (+ "
         f"{' '.join(MODES_COMPILE)} with --compile)",
     )
@@ -706,21 +745,23 @@ def render(
     lines.append(_table(rows, markdown))
     lines.append("")
 
-    # parity of the fp32 eager runs
-    for size in sizes:
-        k, o = outputs.get(("kornia", "eager", size)), outputs.get(("ours", "eager", size))
-        if k is None or o is None:
+    # parity with kornia fp32 eager of our fp32 modes
+    lines.append("Our fp32 modes against kornia fp32 eager (same weights, pair and thr):")
+    for (impl, mode, size), o in outputs.items():
+        k = outputs.get(("kornia", "eager", size))
+        if impl != "ours" or k is None or not set(mode.split("+")) <= {"eager", "nhwc", "compile"}:
             continue
         c = compare(k, o)
         w, h = size
+        head = f"  {w}x{h} {_mode_label(mode)}:"
         if c["same_cells0"]:
             lines.append(
-                f"{w}x{h}: same matches as kornia ({o['keypoints0'].shape[0]}): keypoints1 within "
+                f"{head} same matches ({o['keypoints0'].shape[0]}), keypoints1 within "
                 f"{c['max_dkpt1_px']:.2e} px, confidence within {c['max_dconf']:.2e}"
             )
         else:
             lines.append(
-                f"{w}x{h}: MATCHES DIFFER from kornia: ours {o['keypoints0'].shape[0]}, kornia "
+                f"{head} MATCHES DIFFER: ours {o['keypoints0'].shape[0]}, kornia "
                 f"{k['keypoints0'].shape[0]}, {100 * c['recall_1px']:.1f}% of kornia's within 1 px"
             )
     lines.append("")
