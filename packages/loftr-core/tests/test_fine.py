@@ -43,7 +43,8 @@ def test_fine_preprocess_equals_reference() -> None:
     fine0, fine1 = torch.randn(2, 128, 24, 32), torch.randn(2, 128, 16, 20)
     c0, c1 = torch.randn(2, 48, 256), torch.randn(2, 20, 256)
     b, i, j = torch.tensor([0, 1, 1]), torch.tensor([3, 47, 10]), torch.tensor([0, 19, 7])
-    data = {"b_ids": b, "i_ids": i, "j_ids": j, "stride_c": 8, "stride_f": 2}
+    data = {"b_ids": b, "i_ids": i, "j_ids": j, "stride_c": 8, "stride_f": 2}  # kornia 0.9
+    data |= {"hw0_c": (6, 8), "hw0_f": (24, 32), "hw1_c": (4, 5), "hw1_f": (16, 20)}  # kornia 0.8
     with torch.no_grad():
         r0, r1 = ref(fine0, fine1, c0, c1, data)
         o0, o1 = ours(fine0, fine1, c0, c1, b, i, j)
@@ -85,7 +86,8 @@ def test_expectation_equals_reference_and_has_finite_gradient() -> None:
     f1[0, :, 0] = -1.0
     f1[0, 7, 0] = 1.0
     data = {"mkpts0_c": torch.zeros(30, 2), "mkpts1_c": torch.zeros(30, 2), "mconf": torch.ones(30)}
-    data |= {"b_ids": torch.zeros(30, dtype=torch.long), "stride_f": 2}
+    data |= {"b_ids": torch.zeros(30, dtype=torch.long), "stride_f": 2}  # kornia 0.9
+    data |= {"hw0_i": (64, 64), "hw0_f": (32, 32)}  # kornia 0.8 (Python 3.10): the same stride 2
     kornia_fm.FineMatching()(f0, f1, data)
     f0.requires_grad_(True)
     expec = fine_expectation(f0, f1)

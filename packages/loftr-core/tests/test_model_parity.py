@@ -168,10 +168,12 @@ def _padded_batch(images: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def _kornia_masks(data: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    # kornia takes pixel-resolution masks and samples them at [::8, ::8]
+    # kornia takes pixel-resolution masks and samples them at [::8, ::8] (0.9) or by nearest
+    # resizing (0.8, which cannot resize bool tensors): 0/1 floats serve both.
     out = {k: v for k, v in data.items() if k.startswith("image")}
     for key in ("mask0", "mask1"):
-        out[key] = data[key].repeat_interleave(8, dim=1).repeat_interleave(8, dim=2)
+        mask = data[key].repeat_interleave(8, dim=1).repeat_interleave(8, dim=2)
+        out[key] = mask.float()
     return out
 
 
