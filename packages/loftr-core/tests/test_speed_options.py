@@ -62,3 +62,15 @@ def test_bf16_transformer_returns_the_input_dtype_close_to_fp32() -> None:
     for got, want in ((g0, r0), (g1, r1)):
         err = float((got - want).abs().max()) / float(want.abs().max())
         assert 0 < err < 0.05  # bfloat16 rounding, not garbage
+
+
+def test_backbone_one_image_at_a_time_is_bitwise_equal_to_the_batch() -> None:
+    from loftr_core.backbone import run_backbone
+
+    torch.manual_seed(0)
+    net = ResNetFPN(BackboneConfig()).eval()
+    a, b = torch.rand(1, 1, 64, 96), torch.rand(1, 1, 64, 96)
+    with torch.no_grad():
+        batched = run_backbone(net, a, b)
+        single = run_backbone(net, a, b, max_batch_pixels=0)
+    assert all(torch.equal(x, y) for x, y in zip(batched, single, strict=True))
