@@ -670,7 +670,7 @@ def main(argv: list[str] | None = None) -> int:
             "out": str(out_path),
             "runs": runs,
             "warmup": max(args.warmup, 2 if "compile" in mode else 1),
-            "count_flops": impl == "ours" and mode == "eager",
+            "count_flops": impl == "ours" and mode == "eager" and w * h <= 1024 * 768,
             "recompile_check": impl == "ours",
             "mem_limit_gib": KORNIA_MEMORY_LIMIT_GIB,
         }
