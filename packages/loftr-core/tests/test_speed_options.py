@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from loftr_core.backbone import ResNetFPN
@@ -74,3 +75,21 @@ def test_backbone_one_image_at_a_time_is_bitwise_equal_to_the_batch() -> None:
         batched = run_backbone(net, a, b)
         single = run_backbone(net, a, b, max_batch_pixels=0)
     assert all(torch.equal(x, y) for x, y in zip(batched, single, strict=True))
+
+
+def test_fine_stage_in_chunks_equals_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    import loftr_core.model as model_module
+    from loftr_core.config import LoFTRConfig
+
+    torch.manual_seed(0)
+    net = model_module.LoFTR(LoFTRConfig.outdoor_ds().replace(match_coarse={"thr": 0.0})).eval()
+    img = torch.rand(1, 1, 96, 128)
+    data = {"image0": img, "image1": img.clone()}
+    with torch.no_grad():
+        whole = net(data)
+        monkeypatch.setattr(model_module, "FINE_CHUNK_MATCHES", 7)
+        chunked = net(data)
+    assert whole["keypoints0"].shape[0] >= 20  # several chunks of 7
+    assert torch.equal(whole["keypoints0"], chunked["keypoints0"])
+    torch.testing.assert_close(chunked["keypoints1"], whole["keypoints1"], atol=1e-4, rtol=0)
+    torch.testing.assert_close(chunked["fine_std"], whole["fine_std"], atol=1e-5, rtol=0)

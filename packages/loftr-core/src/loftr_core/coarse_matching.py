@@ -234,7 +234,9 @@ def dual_softmax_matches(
     for start in starts:
         sim, invalid = chunk_scores(start)
         new_max = torch.maximum(col_max, sim.amax(dim=1))
-        col_sum = col_sum * torch.exp(col_max - new_max) + torch.exp(sim - new_max[:, None]).sum(1)
+        shifted = sim - new_max[:, None]  # one temporary: exp in place (bitwise the same)
+        col_sum = col_sum * torch.exp(col_max - new_max) + shifted.exp_().sum(1)
+        del shifted
         col_max = new_max
         last = (sim, invalid)
 

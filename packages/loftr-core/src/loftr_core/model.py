@@ -33,7 +33,10 @@ from loftr_core.position_encoding import PositionEncodingSine
 from loftr_core.training import max_candidates, pad_with_ground_truth
 from loftr_core.transformer import LocalFeatureTransformer
 
-__all__ = ["LoFTR"]
+__all__ = ["FINE_CHUNK_MATCHES", "LoFTR"]
+
+FINE_CHUNK_MATCHES = 1024
+"""Matches per pass through the fine stage (bounds its memory; results do not depend on it)."""
 
 
 @dataclass(frozen=True)
@@ -214,18 +217,26 @@ class LoFTR(nn.Module):
         device_type = coarse.fine0.device.type
         dtype = next(self.loftr_fine.parameters()).dtype
         with torch.autocast(device_type, enabled=False):
-            win0, win1 = self.fine_preprocess(
+            maps = (
                 coarse.fine0.to(dtype),
                 coarse.fine1.to(dtype),
                 coarse.feat0.to(dtype),
                 coarse.feat1.to(dtype),
-                matches.b_ids,
-                matches.i_ids,
-                matches.j_ids,
             )
-            if win0.shape[0] > 0:
-                win0, win1 = self.loftr_fine(win0, win1)
-            return fine_expectation(win0, win1)
+            # Matches are independent here: chunks bound the memory of the window tensors
+            # (M x W*W tokens through the fine transformer) whatever the number of matches.
+            parts = []
+            m = matches.b_ids.shape[0]
+            for start in range(0, max(m, 1), FINE_CHUNK_MATCHES):
+                chunk = slice(start, start + FINE_CHUNK_MATCHES)
+                win0, win1 = self.fine_preprocess(
+                    *maps, matches.b_ids[chunk], matches.i_ids[chunk], matches.j_ids[chunk]
+                )
+                if win0.shape[0] > 0:
+                    win0, win1 = self.loftr_fine(win0, win1)
+                parts.append(fine_expectation(win0, win1))
+                del win0, win1
+            return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     def _keypoints(
         self, inputs: _Inputs, matches: CoarseMatches, expec_f: Tensor
