@@ -790,22 +790,26 @@ def render(
         if peak
         else "matmul peak: not measured"
     )
-    eff_rows = [["size", "GFLOP/pair (total)", "backbone GFLOP", "ours fp32 GFLOP/s",
-                 "backbone GFLOP/s", "backbone % of mm peak", "coarse tr. GFLOP/s"]]  # fmt: skip
+    eff_rows = [["size", "mode", "GFLOP/pair (total)", "backbone GFLOP", "ours GFLOP/s",
+                 "backbone GFLOP/s", "backbone % of fp32 peak", "coarse tr. GFLOP/s"]]  # fmt: skip
     for size in sizes:
-        res = results.get(("ours", "eager", size), {})
-        fl, st = res.get("flops"), res.get("stages")
-        if not fl or not st:
+        fl = results.get(("ours", "eager", size), {}).get("flops")
+        if not fl:
             continue
-        w, h = size
-        bb = fl.get("backbone", 0.0)
-        bb_rate = bb / st["backbone"] / 1e9
-        tr_rate = fl.get("loftr_coarse", 0.0) / st["loftr_coarse"] / 1e9
-        eff_rows.append([
-            f"{w}x{h}", f"{fl['total'] / 1e9:.1f}", f"{bb / 1e9:.1f}",
-            f"{fl['total'] / res['median_s'] / 1e9:.0f}", f"{bb_rate:.0f}",
-            f"{100 * bb_rate / peak:.0f}%" if peak else "-", f"{tr_rate:.0f}",
-        ])  # fmt: skip
+        for mode in ("eager", "nhwc"):  # fp32 modes: the same FLOPs
+            res = results.get(("ours", mode, size), {})
+            st = res.get("stages")
+            if not st:
+                continue
+            w, h = size
+            bb = fl.get("backbone", 0.0)
+            bb_rate = bb / st["backbone"] / 1e9
+            tr_rate = fl.get("loftr_coarse", 0.0) / st["loftr_coarse"] / 1e9
+            eff_rows.append([
+                f"{w}x{h}", _mode_label(mode), f"{fl['total'] / 1e9:.1f}", f"{bb / 1e9:.1f}",
+                f"{fl['total'] / res['median_s'] / 1e9:.0f}", f"{bb_rate:.0f}",
+                f"{100 * bb_rate / peak:.0f}%" if peak else "-", f"{tr_rate:.0f}",
+            ])  # fmt: skip
     lines.append(_table(eff_rows, markdown))
     for (impl, mode, _size), res in results.items():
         rc = res.get("recompile_stats_delta")
