@@ -785,8 +785,9 @@ def render(
     # efficiency
     peak = mm.get("fp32")
     lines.append(
-        f"Measured matrix-multiply peak: fp32 {peak:.0f} GFLOP/s, bf16 {mm.get('bf16', 0):.0f} "
-        "GFLOP/s (median torch.mm 2048^3)."
+        f"Measured matrix-multiply peak (best median of torch.mm 2048^3 / 4096^3 and a oneDNN "
+        f"1x1-convolution GEMM): fp32 {peak:.0f} GFLOP/s {_detail(mm, 'fp32')}, bf16 "
+        f"{mm.get('bf16', 0):.0f} GFLOP/s {_detail(mm, 'bf16')}."
         if peak
         else "matmul peak: not measured"
     )
