@@ -57,6 +57,7 @@ from loftr_train.distributed import (
     all_gather_objects,
     all_reduce_any,
     all_reduce_mean,
+    barrier,
     broadcast_buffers,
     cleanup_distributed,
     init_distributed,
@@ -155,7 +156,11 @@ class Trainer:
         t = self.config.trainer
         ctx = init_distributed(t.device, t.dist_backend, t.dist_timeout_s)
         try:
-            return self._fit(ctx)
+            result = self._fit(ctx)
+            # every rank past its last collective before any rank tears the group down (a gloo
+            # peer that exits while another still closes its pairs can abort that process)
+            barrier(ctx)
+            return result
         finally:
             cleanup_distributed()
 
