@@ -15,7 +15,7 @@ from loftr_attention.errors import BackendOptionError, UnsupportedInputError
 from loftr_attention.masking import zero_invalid_rows
 from loftr_attention.softmax_attention import (
     DEFAULT_CHUNK_ELEMENTS,
-    _check_dropout,
+    SoftmaxBackend,
     chunked_softmax_attention,
 )
 from loftr_attention.spec import FLOAT_DTYPES, DeviceSupport
@@ -55,7 +55,7 @@ def _sdpa(
     return zero_invalid_rows(out, q_mask, kv_mask)
 
 
-class FlashAttention(AttentionBackend):
+class FlashAttention(SoftmaxBackend):
     """Exact softmax attention restricted to torch's flash-attention SDPA kernel.
 
     CPU: torch's CPU flash kernel, every floating dtype, masks supported (as a boolean key mask).
@@ -68,18 +68,10 @@ class FlashAttention(AttentionBackend):
         dropout: Dropout probability, applied only while training.
     """
 
-    exact: ClassVar[bool] = True
     support: ClassVar[Mapping[str, DeviceSupport]] = {
         "cpu": DeviceSupport(FLOAT_DTYPES, masks=True),
         "cuda": DeviceSupport(_HALF, masks=False),
     }
-
-    def __init__(self, dropout: float = 0.0) -> None:
-        super().__init__()
-        self.dropout = _check_dropout(dropout)
-
-    def extra_repr(self) -> str:
-        return f"dropout={self.dropout}, exact=True"
 
     def attend(
         self, q: Tensor, k: Tensor, v: Tensor, q_mask: Tensor | None, kv_mask: Tensor | None
@@ -93,7 +85,7 @@ class FlashAttention(AttentionBackend):
         return _sdpa(self, SDPBackend.FLASH_ATTENTION, q, k, v, q_mask, kv_mask, self.dropout)
 
 
-class MemoryEfficientAttention(AttentionBackend):
+class MemoryEfficientAttention(SoftmaxBackend):
     """Exact softmax attention with memory that does not grow with ``L * S``.
 
     Which path runs where:
@@ -111,7 +103,6 @@ class MemoryEfficientAttention(AttentionBackend):
         max_chunk_elements: CPU path only: bound on the score block, in elements.
     """
 
-    exact: ClassVar[bool] = True
     support: ClassVar[Mapping[str, DeviceSupport]] = {
         "cpu": DeviceSupport(frozenset({torch.float32, torch.float64}), masks=True),
         "cuda": DeviceSupport(
@@ -122,8 +113,7 @@ class MemoryEfficientAttention(AttentionBackend):
     def __init__(
         self, dropout: float = 0.0, max_chunk_elements: int = DEFAULT_CHUNK_ELEMENTS
     ) -> None:
-        super().__init__()
-        self.dropout = _check_dropout(dropout)
+        super().__init__(dropout)
         if max_chunk_elements < 1:
             raise BackendOptionError(
                 f"max_chunk_elements must be a positive int, got {max_chunk_elements!r}"
@@ -149,7 +139,7 @@ class MemoryEfficientAttention(AttentionBackend):
         return _sdpa(self, SDPBackend.EFFICIENT_ATTENTION, q, k, v, q_mask, kv_mask, self.dropout)
 
 
-class SDPAttention(AttentionBackend):
+class SDPAttention(SoftmaxBackend):
     """Exact softmax attention through ``scaled_dot_product_attention`` with torch's own kernel
     choice (flash, memory-efficient, cuDNN or math, whichever torch picks for the input).
 
@@ -159,18 +149,10 @@ class SDPAttention(AttentionBackend):
         dropout: Dropout probability, applied only while training.
     """
 
-    exact: ClassVar[bool] = True
     support: ClassVar[Mapping[str, DeviceSupport]] = {
         "cpu": DeviceSupport(FLOAT_DTYPES),
         "cuda": DeviceSupport(FLOAT_DTYPES),
     }
-
-    def __init__(self, dropout: float = 0.0) -> None:
-        super().__init__()
-        self.dropout = _check_dropout(dropout)
-
-    def extra_repr(self) -> str:
-        return f"dropout={self.dropout}, exact=True"
 
     def attend(
         self, q: Tensor, k: Tensor, v: Tensor, q_mask: Tensor | None, kv_mask: Tensor | None

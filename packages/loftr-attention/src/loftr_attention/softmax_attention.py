@@ -28,7 +28,24 @@ def _check_dropout(dropout: float) -> float:
     return float(dropout)
 
 
-class FullAttention(AttentionBackend):
+class SoftmaxBackend(AttentionBackend):
+    """Base of the exact softmax backends: a dropout probability, applied only while training.
+
+    Args:
+        dropout: Dropout probability on the attention weights, in ``[0, 1)``.
+    """
+
+    exact: ClassVar[bool] = True
+
+    def __init__(self, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.dropout = _check_dropout(dropout)
+
+    def extra_repr(self) -> str:
+        return f"dropout={self.dropout}, exact=True"
+
+
+class FullAttention(SoftmaxBackend):
     """Plain softmax attention ``softmax(q k^T / sqrt(D)) v``, materialising ``(B, H, L, S)``.
 
     The reference for every exact backend. Half-precision inputs take their softmax in float32
@@ -40,18 +57,10 @@ class FullAttention(AttentionBackend):
     Supported: every floating dtype on CPU and CUDA, with masks.
     """
 
-    exact: ClassVar[bool] = True
     support: ClassVar[Mapping[str, DeviceSupport]] = {
         "cpu": DeviceSupport(FLOAT_DTYPES),
         "cuda": DeviceSupport(FLOAT_DTYPES),
     }
-
-    def __init__(self, dropout: float = 0.0) -> None:
-        super().__init__()
-        self.dropout = _check_dropout(dropout)
-
-    def extra_repr(self) -> str:
-        return f"dropout={self.dropout}, exact=True"
 
     def attend(
         self, q: Tensor, k: Tensor, v: Tensor, q_mask: Tensor | None, kv_mask: Tensor | None
