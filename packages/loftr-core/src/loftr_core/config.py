@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -283,14 +283,15 @@ def _section_from_dict(cls: Any, data: Any, where: str) -> Any:
     valid = [f.name for f in fields(cls)]
     if not isinstance(data, Mapping):
         raise _fail(where, data, f"a mapping with keys from {valid}")
-    unknown = sorted(set(data) - set(valid))
-    if unknown:
-        raise _unknown(unknown, where, valid)
+    _check_known(data, valid, where)
     return cls(**dict(data))
 
 
-def _unknown(unknown: list[str], where: str, valid: list[str]) -> ConfigError:
-    return ConfigError(f"unknown config key(s) {unknown} in {where!r}; valid keys are {valid}")
+def _check_known(given: Iterable[str], valid: list[str], where: str) -> None:
+    """Raise a :class:`ConfigError` naming every key of ``given`` not in ``valid``."""
+    unknown = sorted(set(given) - set(valid))
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {unknown} in {where!r}; valid keys are {valid}")
 
 
 def _to_jsonable(value: Any) -> Any:
@@ -366,12 +367,7 @@ class LoFTRConfig:
         if not isinstance(data, Mapping):
             raise _fail("LoFTRConfig", data, "a mapping")
         data = _lower_keys(data)
-        valid = [f.name for f in fields(cls)]
-        unknown = sorted(set(data) - set(valid))
-        if unknown:
-            raise ConfigError(
-                f"unknown config key(s) {unknown} in 'LoFTRConfig'; valid keys are {valid}"
-            )
+        _check_known(data, [f.name for f in fields(cls)], "LoFTRConfig")
         kwargs: dict[str, Any] = {}
         for key, value in data.items():
             section = _SECTIONS.get(key)
@@ -383,21 +379,11 @@ class LoFTRConfig:
 
         Example: ``cfg.replace(match_coarse={"thr": 0.1}, fine_window_size=7)``.
         """
-        valid = [f.name for f in fields(self)]
-        unknown = sorted(set(changes) - set(valid))
-        if unknown:
-            raise ConfigError(
-                f"unknown config key(s) {unknown} in 'LoFTRConfig'; valid keys are {valid}"
-            )
+        _check_known(changes, [f.name for f in fields(self)], "LoFTRConfig")
         resolved: dict[str, Any] = {}
         for key, value in changes.items():
             if key in _SECTIONS and isinstance(value, Mapping):
-                current = dataclasses.asdict(getattr(self, key))
-                bad = sorted(set(value) - set(current))
-                if bad:
-                    raise ConfigError(
-                        f"unknown config key(s) {bad} in {key!r}; valid keys are {list(current)}"
-                    )
+                _check_known(value, [f.name for f in fields(getattr(self, key))], key)
                 value = dataclasses.replace(getattr(self, key), **value)
             resolved[key] = value
         return dataclasses.replace(self, **resolved)
