@@ -70,12 +70,45 @@ class LinearAttention(AttentionBackend):
             values = values * kv_mask[:, :, None, None]
         v_length = values.size(1)
         values = values / v_length  # the original's "prevent fp16 overflow"
-        KV = torch.einsum("nshd,nshv->nhdv", K, values)
         denominator = torch.einsum("nlhd,nhd->nlh", Q, K.sum(dim=1)) + self.eps
         valid = row_valid(q_mask, kv_mask)
         if valid is not None:
             # Fully masked rows have Q @ KV == 0; a unit normaliser keeps them 0 in half precision.
             denominator = torch.where(valid[:, :, None], denominator, 1.0)
         Z = 1 / denominator
-        out = torch.einsum("nlhd,nhdv->nlhv", Q, KV) * Z[..., None] * v_length
+        if Q.device.type == "cuda" and v_length > BLOCK_GEMM_MIN_LENGTH:
+            message = block_diagonal_message(Q, K, values)
+        else:
+            KV = torch.einsum("nshd,nshv->nhdv", K, values)
+            message = torch.einsum("nlhd,nhdv->nlhv", Q, KV)
+        out = message * Z[..., None] * v_length
         return out.transpose(1, 2)
+
+
+BLOCK_GEMM_MIN_LENGTH = 256
+"""On CUDA, sources longer than this use :func:`block_diagonal_message` (kornia 0.9's rule)."""
+
+
+def block_diagonal_message(Q: Tensor, K: Tensor, V: Tensor) -> Tensor:
+    """``einsum("nlhd,nhdv->nlhv", Q, einsum("nshd,nshv->nhdv", K, V))`` as two large GEMMs.
+
+    The per-head products are H small ``D x D`` GEMMs with a long reduction, which leave a GPU
+    mostly idle (the coarse transformer of a 1600x1200 pair: 40 ms ours vs 25 ms kornia on an
+    H200). Here ``K^T V`` is computed for all ``C = H * D`` channels at once, ``(N, C, C)``, the
+    off-diagonal head blocks are zeroed, and ``Q`` multiplies that block-diagonal matrix: H times
+    the FLOPs of the per-head form, but two well-shaped GEMMs. Used on CUDA only (float rounding
+    differs from the einsum form; the CPU path stays bit-identical to the original).
+
+    Args:
+        Q: ``(N, L, H, D)``; K: ``(N, S, H, D)``; V: ``(N, S, H, Dv)`` (masked and scaled).
+
+    Returns:
+        ``(N, L, H, Dv)``.
+    """
+    n, length, h, d = Q.shape
+    s, dv = V.shape[1], V.shape[3]
+    kv = torch.matmul(K.reshape(n, s, h * d).transpose(1, 2), V.reshape(n, s, h * dv))
+    heads = torch.arange(h, device=Q.device)
+    same_head = heads.repeat_interleave(d)[:, None] == heads.repeat_interleave(dv)[None, :]
+    kv = kv * same_head  # (N, H*D, H*Dv), block diagonal
+    return torch.matmul(Q.reshape(n, length, h * d), kv).view(n, length, h, dv)
