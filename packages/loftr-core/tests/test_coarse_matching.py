@@ -172,3 +172,34 @@ def test_optimal_transport_module_keeps_bin_score_parameter() -> None:
     assert with_bin is not None and with_bin.shape == (1, 31, 31)
     ref = select_matches(conf, 0.2, keep, keep)
     assert torch.equal(got.i_ids, ref.i_ids) and got.i_ids.numel() >= 10
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("max_chunk_elements", [1 << 24, 1000])  # dense, then chunked
+@pytest.mark.parametrize("masked", [False, True])
+def test_cuda_matches_equal_the_dense_reference(max_chunk_elements: int, masked: bool) -> None:
+    """On CUDA (transposed softmax over rows, see _softmax_over_rows): the CPU reference's answer."""
+    n, hw0, hw1 = 2, (10, 12), (11, 12)
+    f0, f1 = _features(n, 120, 132, seed=3)
+    grid0 = _grid(n, *hw0, [(10, 10), (9, 12)]) if masked else None
+    grid1 = _grid(n, *hw1, [(11, 12), (10, 9)]) if masked else None
+    b, i, j, conf = _dense_reference(f0, f1, hw0, hw1, 0.01, 1, 0.1, grid0, grid1)
+    cuda = torch.device("cuda")
+    m0 = None if grid0 is None else grid0.reshape(n, -1).to(cuda)
+    m1 = None if grid1 is None else grid1.reshape(n, -1).to(cuda)
+    keep0 = border_keep(n, *hw0, 1, None if grid0 is None else grid0.to(cuda), cuda)
+    keep1 = border_keep(n, *hw1, 1, None if grid1 is None else grid1.to(cuda), cuda)
+    g0, g1 = f0.to(cuda), f1.to(cuda)
+    got = dual_softmax_matches(g0, g1, 0.1, 0.01, keep0, keep1, m0, m1, max_chunk_elements)
+    assert b.numel() >= 60
+    assert torch.equal(got.i_ids.cpu(), i) and torch.equal(got.j_ids.cpu(), j)
+    torch.testing.assert_close(got.mconf.cpu(), conf, rtol=2e-5, atol=1e-7)
+    # the differentiable dense matrix (training) agrees with the CPU one, gradients flow
+    g0.requires_grad_(True)
+    dense = dual_softmax_confidence(g0, g1, 0.1, m0, m1)
+    ref = dual_softmax_confidence(
+        f0, f1, 0.1, None if m0 is None else m0.cpu(), None if m1 is None else m1.cpu()
+    )
+    torch.testing.assert_close(dense.detach().cpu(), ref, rtol=2e-5, atol=1e-6)
+    dense.sum().backward()
+    assert g0.grad is not None and torch.isfinite(g0.grad).all()

@@ -84,6 +84,10 @@ def test_presets_are_fresh_objects_and_frozen() -> None:
         (lambda: CoarseConfig(pos_encoding="learned"), "pos_encoding", "learned"),
         (lambda: FineConfig(message_fusion="mul"), "message_fusion", "mul"),
         (lambda: BackboneConfig(downsample="pool"), "downsample", "pool"),
+        (lambda: BackboneConfig(channels_last="yes"), "channels_last", "yes"),
+        (lambda: BackboneConfig(fold_batchnorm=None), "fold_batchnorm", "None"),  # type: ignore[arg-type]
+        (lambda: CoarseConfig(onednn_linear=1), "onednn_linear", "1"),  # type: ignore[arg-type]
+        (lambda: MatchCoarseConfig(onednn_matmul="on"), "onednn_matmul", "on"),  # type: ignore[arg-type]
         (lambda: BackboneConfig(block_dims=(128, 196)), "block_dims", "(128, 196)"),
         (lambda: LoFTRConfig(resolution=(16, 4)), "resolution", "(16, 4)"),
         (lambda: LoFTRConfig(fine_window_size=4), "fine_window_size", "4"),
@@ -129,3 +133,32 @@ def test_replace_merges_section_changes() -> None:
         cfg.replace(match_coarse={"threshold": 0.1})
     with pytest.raises(ConfigError):
         cfg.replace(match_coarse={"thr": -0.1})
+
+
+def test_reference_rounding_turns_every_rounding_option_off_and_nothing_else() -> None:
+    fast = LoFTRConfig.outdoor_ds().replace(
+        resnetfpn={"fine_branch_dtype": "bfloat16"}, coarse={"compute_dtype": "bfloat16"}
+    )
+    ref = fast.reference_rounding()
+    assert fast.resnetfpn.channels_last == "auto" and fast.coarse.onednn_linear
+    assert ref.resnetfpn.channels_last is False and not ref.resnetfpn.fold_batchnorm
+    assert ref.resnetfpn.fine_branch_dtype == "float32"
+    assert not ref.coarse.onednn_linear and not ref.fine.onednn_linear
+    assert ref.coarse.compute_dtype == ref.fine.compute_dtype == "inherit"
+    assert not ref.match_coarse.onednn_matmul
+    # everything that is not a speed option is untouched
+    base = LoFTRConfig.outdoor_ds().to_dict()
+    changed = {
+        (section, key)
+        for section, values in ref.to_dict().items()
+        if isinstance(values, dict)
+        for key, value in values.items()
+        if base[section][key] != value
+    }
+    assert changed == {
+        ("resnetfpn", "channels_last"),
+        ("resnetfpn", "fold_batchnorm"),
+        ("coarse", "onednn_linear"),
+        ("fine", "onednn_linear"),
+        ("match_coarse", "onednn_matmul"),
+    }

@@ -9,15 +9,17 @@ from loftr_core.backbone import ResNetFPN
 from loftr_core.config import BackboneConfig
 
 
-def test_channels_last_backbone_equals_nchw_up_to_rounding() -> None:
+@pytest.mark.parametrize("setting", [True, "auto"])
+def test_channels_last_backbone_equals_nchw_up_to_rounding(setting: bool | str) -> None:
+    """``True`` and the default ``"auto"`` (on CPU) run NHWC: NCHW's result up to rounding."""
     torch.manual_seed(0)
-    nchw = ResNetFPN(BackboneConfig()).eval()
+    nchw = ResNetFPN(BackboneConfig(channels_last=False, fold_batchnorm=False)).eval()
     with torch.no_grad():
         for m in nchw.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_mean.uniform_(-0.1, 0.1)
                 m.running_var.uniform_(0.5, 2.0)
-    nhwc = ResNetFPN(BackboneConfig(channels_last=True)).eval()
+    nhwc = ResNetFPN(BackboneConfig(channels_last=setting, fold_batchnorm=False)).eval()
     nhwc.load_state_dict(nchw.state_dict())
     x = torch.rand(2, 1, 64, 96)
     with torch.no_grad():
@@ -28,6 +30,40 @@ def test_channels_last_backbone_equals_nchw_up_to_rounding() -> None:
     for got, ref in ((c, c_ref), (f, f_ref)):
         scale = float(ref.abs().max())
         assert float((got - ref).abs().max()) <= 1e-5 * scale
+
+
+def _random_bn_stats(model: torch.nn.Module) -> None:
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.3, 3.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+
+
+def test_folded_batchnorm_equals_unfolded_in_eval_and_is_off_in_training() -> None:
+    torch.manual_seed(0)
+    plain = ResNetFPN(BackboneConfig(channels_last=False, fold_batchnorm=False))
+    _random_bn_stats(plain)
+    folded = ResNetFPN(BackboneConfig(channels_last=False, fold_batchnorm=True))
+    folded.load_state_dict(plain.state_dict())
+    x = torch.rand(2, 1, 64, 96)
+    with torch.no_grad():
+        ref = plain.eval()(x)
+        out = folded.eval()(x)
+    for got, want in zip(out, ref, strict=True):
+        assert not torch.equal(got, want)  # the folded kernels really ran
+        assert float((got - want).abs().max()) <= 1e-5 * float(want.abs().max())
+    # training: batch statistics, the same computation as without folding (bitwise)
+    plain.train()
+    folded.train()
+    out_t = folded(x)
+    ref_t = plain(x)
+    for got, want in zip(out_t, ref_t, strict=True):
+        assert torch.equal(got, want)
+    for (name, a), b in zip(plain.state_dict().items(), folded.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name  # running statistics updated alike
 
 
 def test_bf16_fine_branch_keeps_the_coarse_map_exact() -> None:

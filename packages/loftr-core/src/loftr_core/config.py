@@ -107,11 +107,16 @@ class BackboneConfig:
             ``block_dims[2]`` the coarse one.
         downsample: shortcut projection of the stride-2 blocks: ``"conv1x1"`` (official) or
             ``"conv3x3"`` (a 3x3 stride-2 convolution; design alternative, changes the state dict).
-        channels_last: speed option (not in the original config, off by default): run the
-            convolutions after the stem on channels-last (NHWC) activations, about 30% less CPU
-            time on x86 (oneDNN). It changes float rounding (~3e-6 relative in the features, up to
-            ~5e-5 in a dual-softmax confidence; the same matches in the kornia parity cases), so
-            the default ``False`` keeps results bit-identical to the original NCHW layout.
+        channels_last: speed option (not in the original config): ``"auto"`` (default: on for
+            CPU inputs, off on CUDA, where cuDNN's float32 NCHW kernels were faster on an H200),
+            ``True`` or ``False``. Runs the convolutions after the stem on channels-last (NHWC)
+            activations, about 25% less backbone time on x86 CPUs (oneDNN). It changes float
+            rounding only: ~3e-6 relative in the features, up to ~5e-5 in a dual-softmax
+            confidence, the same matches in the kornia parity cases; kornia's own model moves as
+            much when run channels-last. ``False`` keeps the original NCHW rounding.
+        fold_batchnorm: speed option, on by default (not in the original config): in eval mode
+            each BatchNorm is folded into the convolution before it (one pass over the
+            activation instead of two; float rounding only). Training is unaffected.
         fine_branch_dtype: speed option (not in the original config): ``"float32"`` (default),
             ``"bfloat16"`` or ``"float16"`` (CUDA) for the FPN top-down path, which only feeds the
             fine map (45% of the backbone's FLOPs). The coarse map, and so every coarse match,
@@ -121,14 +126,17 @@ class BackboneConfig:
     initial_dim: int = 128
     block_dims: tuple[int, int, int] = (128, 196, 256)
     downsample: str = "conv1x1"
-    channels_last: bool = False
+    channels_last: bool | str = "auto"
+    fold_batchnorm: bool = True
     fine_branch_dtype: str = "float32"
 
     def __post_init__(self) -> None:
         _int(self, "initial_dim", 1)
         _int_tuple(self, "block_dims", 3, 1)
         _choice(self, "downsample", DOWNSAMPLE_TYPES)
-        _bool(self, "channels_last")
+        if self.channels_last not in (True, False, "auto"):
+            raise _fail("BackboneConfig.channels_last", self.channels_last, 'True, False or "auto"')
+        _bool(self, "fold_batchnorm")
         _choice(self, "fine_branch_dtype", FINE_BRANCH_DTYPES)
 
 
@@ -151,6 +159,12 @@ class TransformerConfig:
             caller's precision) or ``"bfloat16"`` / ``"float16"``: the stack runs under
             ``torch.autocast`` to that dtype and returns the input dtype. For the coarse
             transformer in bf16 on CPU about 99.6% of the matches stay within 1 px of fp32's.
+        onednn_linear: speed option, on by default (not in the original config): on CPU in
+            float32 the projections and MLPs run as oneDNN 1x1 convolutions
+            (:mod:`loftr_core.kernels`), 2-2.5x the BLAS's speed on the README's machine. The
+            same sums in another order: results move by float rounding only (the same matches
+            in the kornia parity cases); ``False`` = torch's BLAS, the original's rounding.
+            No effect on CUDA or in lower precision.
     """
 
     d_model: int = 256
@@ -161,6 +175,7 @@ class TransformerConfig:
     norm_first: bool = False
     message_fusion: str = "concat"
     compute_dtype: str = "inherit"
+    onednn_linear: bool = True
 
     def __post_init__(self) -> None:
         _int(self, "d_model", 1)
@@ -189,6 +204,7 @@ class TransformerConfig:
         _bool(self, "norm_first")
         _choice(self, "message_fusion", MESSAGE_FUSIONS)
         _choice(self, "compute_dtype", COMPUTE_DTYPES)
+        _bool(self, "onednn_linear")
 
 
 @dataclass(frozen=True)
@@ -243,6 +259,12 @@ class MatchCoarseConfig:
             at most this many scores ``N * rows * S`` are held at once (2^25 = 128 MiB of
             float32: a 640x480 pair in one chunk, where the dense formula runs); results do not
             depend on it (beyond float rounding).
+        cuda_max_chunk_elements: the same bound for inputs on a GPU, where memory is plentiful
+            and each extra pass costs more than it saves (2^28 = 1 GiB: a 1024x768 pair runs
+            dense, a 1600x1200 pair in 4 chunks).
+        onednn_matmul: speed option, on by default (not in the original config): the score
+            matrix ``f0 @ f1^T`` of inference matching runs as a oneDNN 1x1 convolution on CPU
+            float32 (see ``TransformerConfig.onednn_linear``); float rounding only.
     """
 
     thr: float = 0.2
@@ -256,6 +278,8 @@ class MatchCoarseConfig:
     train_pad_num_gt_min: int = 200
     sparse_spvs: bool = True
     max_chunk_elements: int = 1 << 25
+    cuda_max_chunk_elements: int = 1 << 28
+    onednn_matmul: bool = True
 
     def __post_init__(self) -> None:
         _float(self, "thr", 0.0, 1.0, lo_open=False, hi_open=True)
@@ -269,6 +293,8 @@ class MatchCoarseConfig:
         _int(self, "train_pad_num_gt_min", 0)
         _bool(self, "sparse_spvs")
         _int(self, "max_chunk_elements", 1)
+        _int(self, "cuda_max_chunk_elements", 1)
+        _bool(self, "onednn_matmul")
 
 
 _SECTIONS: dict[str, type[Any]] = {
@@ -427,6 +453,25 @@ class LoFTRConfig:
         return cls(
             coarse=CoarseConfig(temp_bug_fix=False),
             match_coarse=MatchCoarseConfig(match_type="sinkhorn"),
+        )
+
+    def reference_rounding(self) -> LoFTRConfig:
+        """This config with every rounding-changing speed option off: the original's kernels.
+
+        The defaults run CPU convolutions channels-last and CPU float32 matrix products through
+        oneDNN (same matches as the original, confidences within ~5e-5). This copy runs the
+        original NCHW convolutions and torch's BLAS, for bit-level comparisons with the original
+        code.
+        """
+        return self.replace(
+            resnetfpn={
+                "channels_last": False,
+                "fold_batchnorm": False,
+                "fine_branch_dtype": "float32",
+            },
+            coarse={"onednn_linear": False, "compute_dtype": "inherit"},
+            fine={"onednn_linear": False, "compute_dtype": "inherit"},
+            match_coarse={"onednn_matmul": False},
         )
 
     @classmethod

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from loftr_attention import get_backend
 from loftr_core.config import TransformerConfig
+from loftr_core.kernels import Linear
 
 __all__ = ["LoFTREncoderLayer", "LocalFeatureTransformer"]
 
@@ -40,6 +41,8 @@ class LoFTREncoderLayer(nn.Module):
         attention: ``loftr_attention`` backend name.
         norm_first: pre-LayerNorm variant.
         message_fusion: ``"concat"`` or ``"add"``.
+        onednn_linear: run the projections and the MLP as oneDNN 1x1 convolutions on CPU float32
+            (:class:`loftr_core.kernels.Linear`; float rounding only).
     """
 
     def __init__(
@@ -49,6 +52,7 @@ class LoFTREncoderLayer(nn.Module):
         attention: str = "linear",
         norm_first: bool = False,
         message_fusion: str = "concat",
+        onednn_linear: bool = True,
     ) -> None:
         super().__init__()
         self.nhead = nhead
@@ -57,16 +61,19 @@ class LoFTREncoderLayer(nn.Module):
         self.concat = message_fusion == "concat"
         fused = 2 * d_model if self.concat else d_model
         # registration order = state-dict order of the official checkpoints
-        self.q_proj = nn.Linear(d_model, d_model, bias=False)
-        self.k_proj = nn.Linear(d_model, d_model, bias=False)
-        self.v_proj = nn.Linear(d_model, d_model, bias=False)
+        self.q_proj = Linear(d_model, d_model, bias=False)
+        self.k_proj = Linear(d_model, d_model, bias=False)
+        self.v_proj = Linear(d_model, d_model, bias=False)
         self.attention = get_backend(attention)
-        self.merge = nn.Linear(d_model, d_model, bias=False)
+        self.merge = Linear(d_model, d_model, bias=False)
         self.mlp = nn.Sequential(
-            nn.Linear(fused, 2 * d_model, bias=False),
+            Linear(fused, 2 * d_model, bias=False),
             nn.ReLU(inplace=True),
-            nn.Linear(2 * d_model, d_model, bias=False),
+            Linear(2 * d_model, d_model, bias=False),
         )
+        for mod in self.modules():
+            if isinstance(mod, Linear):
+                mod.onednn = onednn_linear
         self.norm1 = nn.LayerNorm(d_model)
         self.norm2 = nn.LayerNorm(fused if norm_first else d_model)
 
@@ -136,6 +143,7 @@ class LocalFeatureTransformer(nn.Module):
             config.attention,
             config.norm_first,
             config.message_fusion,
+            config.onednn_linear,
         )
         self.layers = nn.ModuleList(copy.deepcopy(layer) for _ in self.layer_names)
         self.reset_parameters()

@@ -1,0 +1,93 @@
+"""oneDNN products (``loftr_core.kernels``): F.linear's result up to rounding, used only where due."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from loftr_core import coarse_matching, kernels
+from loftr_core.coarse_matching import border_keep, dual_softmax_matches
+from loftr_core.kernels import Linear, onednn_linear
+
+
+@pytest.mark.parametrize("shape", [(300, 64), (2, 150, 64), (1, 3, 5, 64)])
+@pytest.mark.parametrize("bias", [False, True])
+def test_onednn_linear_equals_f_linear_up_to_rounding(shape: tuple[int, ...], bias: bool) -> None:
+    torch.manual_seed(0)
+    x = torch.randn(shape)
+    w = torch.randn(48, 64) / 8
+    b = torch.randn(48) if bias else None
+    out = onednn_linear(x, w, b)
+    ref = F.linear(x, w, b)
+    assert out.shape == ref.shape and out.is_contiguous()
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_onednn_linear_takes_non_contiguous_input_and_propagates_gradients() -> None:
+    torch.manual_seed(0)
+    base = torch.randn(64, 40, requires_grad=True)
+    x = base.t()  # (40, 64), not contiguous
+    w = torch.randn(32, 64, requires_grad=True)
+    onednn_linear(x, w).square().sum().backward()
+    g_x, g_w = base.grad.clone(), w.grad.clone()  # type: ignore[union-attr]
+    base.grad = w.grad = None
+    F.linear(x, w).square().sum().backward()
+    torch.testing.assert_close(g_x, base.grad, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(g_w, w.grad, atol=1e-4, rtol=1e-5)
+
+
+@pytest.fixture
+def calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, ...]]:
+    """Records the input shapes passed to ``kernels.onednn_linear``."""
+    seen: list[tuple[int, ...]] = []
+    real = kernels.onednn_linear
+
+    def spy(x: torch.Tensor, *args: Any) -> torch.Tensor:
+        seen.append(tuple(x.shape))
+        return real(x, *args)
+
+    monkeypatch.setattr(kernels, "onednn_linear", spy)
+    monkeypatch.setattr(coarse_matching, "onednn_linear", spy)
+    return seen
+
+
+def test_linear_routes_cpu_float32_only(calls: list[tuple[int, ...]]) -> None:
+    torch.manual_seed(0)
+    lin = Linear(64, 32)
+    assert list(lin.state_dict()) == ["weight", "bias"]  # nn.Linear's keys
+    x = torch.randn(10, 64)
+    torch.testing.assert_close(lin(x), F.linear(x, lin.weight, lin.bias), atol=1e-5, rtol=1e-5)
+    assert calls == [(10, 64)]
+    # everything else is plain F.linear, bitwise
+    lin.onednn = False
+    assert torch.equal(lin(x), F.linear(x, lin.weight, lin.bias))
+    lin.onednn = True
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(lin(x), F.linear(x, lin.weight, lin.bias))
+    low = Linear(64, 32).to(torch.bfloat16)
+    xb = x.to(torch.bfloat16)
+    assert torch.equal(low(xb), F.linear(xb, low.weight, low.bias))
+    assert calls == [(10, 64)]
+
+
+@pytest.mark.parametrize("chunk", [1 << 25, 700])  # the dense path; then 10-row chunks
+def test_coarse_matching_same_matches_with_onednn_scores(
+    chunk: int, calls: list[tuple[int, ...]]
+) -> None:
+    torch.manual_seed(0)
+    f0 = torch.randn(1, 60, 32)
+    f1 = torch.cat([f0[:, 10:50] + 0.05 * torch.randn(1, 40, 32), torch.randn(1, 30, 32)], dim=1)
+    keep0 = border_keep(1, 6, 10, 0, None, f0.device)
+    keep1 = border_keep(1, 7, 10, 0, None, f0.device)
+    args = (f0, f1, 0.1, 0.05, keep0, keep1, None, None, chunk)
+    ref = dual_softmax_matches(*args, onednn=False)
+    assert not calls
+    out = dual_softmax_matches(*args, onednn=True)
+    assert calls  # the oneDNN route ran
+    assert ref.i_ids.numel() >= 30
+    assert torch.equal(out.b_ids, ref.b_ids) and torch.equal(out.i_ids, ref.i_ids)
+    assert torch.equal(out.j_ids, ref.j_ids)
+    torch.testing.assert_close(out.mconf, ref.mconf, atol=1e-5, rtol=0)
