@@ -131,29 +131,48 @@ def _outdoor_kornia_cfg(thr: float) -> dict[str, Any]:
     return cfg
 
 
-def build_model(impl: str, thr: float, weights: dict[str, Any], mode: str = "eager") -> Any:
+def build_model(
+    impl: str, thr: float, weights: dict[str, Any], mode: str = "eager", attention: str = "linear"
+) -> Any:
     """Our model or kornia's with the given weights and coarse threshold, in eval mode.
 
-    Our config options by mode token: ``nhwc`` = ``resnetfpn.channels_last``, ``fbf16`` =
-    ``resnetfpn.fine_branch_dtype="bfloat16"``, ``tbf16`` = ``coarse.compute_dtype="bfloat16"``
-    (all off in the default, exact configuration).
+    Our config options by mode token: ``nhwc`` / ``nchw`` = ``resnetfpn.channels_last`` on / off
+    (neither: the config's default), ``fbf16`` = ``resnetfpn.fine_branch_dtype="bfloat16"``,
+    ``tbf16`` = ``coarse.compute_dtype="bfloat16"``, ``blas`` = ``onednn_linear=False`` in both
+    transformers, ``ref`` = ``nchw+blas`` (the original's float rounding). ``attention="softmax"`` builds both with
+    softmax attention in the coarse transformer (kornia ``"full"``, ours ``"flash"``).
     """
     if impl == "kornia":
         from kornia.feature.loftr import loftr as kornia_loftr
 
-        model = kornia_loftr.LoFTR(pretrained=None, config=_outdoor_kornia_cfg(thr))
+        kcfg = _outdoor_kornia_cfg(thr)
+        if attention == "softmax":
+            kcfg["coarse"]["attention"] = "full"
+        model = kornia_loftr.LoFTR(pretrained=None, config=kcfg)
     else:
         from loftr_core.config import LoFTRConfig
         from loftr_core.model import LoFTR
 
         tokens = mode.split("+")
-        backbone = {
-            "channels_last": "nhwc" in tokens,
+        backbone: dict[str, Any] = {
             "fine_branch_dtype": "bfloat16" if "fbf16" in tokens else "float32",
         }
-        coarse = {"compute_dtype": "bfloat16" if "tbf16" in tokens else "inherit"}
+        if "nhwc" in tokens or "nchw" in tokens:
+            backbone["channels_last"] = "nhwc" in tokens
+        blas = "blas" in tokens or "ref" in tokens
+        if "ref" in tokens:
+            backbone["channels_last"] = False
+        coarse: dict[str, Any] = {
+            "compute_dtype": "bfloat16" if "tbf16" in tokens else "inherit",
+            "onednn_linear": not blas,
+        }
+        if attention == "softmax":
+            coarse["attention"] = "flash"
         cfg = LoFTRConfig.outdoor_ds().replace(
-            match_coarse={"thr": thr}, resnetfpn=backbone, coarse=coarse
+            match_coarse={"thr": thr},
+            resnetfpn=backbone,
+            coarse=coarse,
+            fine={"onednn_linear": not blas},
         )
         model = LoFTR(cfg)
     model.load_state_dict(weights, strict=True)
@@ -203,13 +222,16 @@ class _Timed:
 
     def __init__(self, inner: Any, timer: StageTimer, name: str) -> None:
         self.inner, self.timer, self.name = inner, timer, name
+        self.sync = timer.sync
 
     def __getattr__(self, attr: str) -> Any:
         return getattr(self.inner, attr)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.sync()
         start = time.perf_counter()
         out = self.inner(*args, **kwargs)
+        self.sync()
         end = time.perf_counter()
         self.timer.totals[self.name] = self.timer.totals.get(self.name, 0.0) + end - start
         self.timer.marks[self.name + "_end"] = end
@@ -222,11 +244,13 @@ class StageTimer:
     The stage modules are replaced (in ``model.__dict__``, outside any compiled region) by
     callables that time them, so this also works after ``model.compile_stages()``; the fine stage
     is the rest after coarse matching, "other" what precedes the backbone and sits between stages.
+    ``sync`` (e.g. ``torch.cuda.synchronize``) runs before and after each timed stage.
     """
 
     STAGES = ("backbone", "loftr_coarse", "coarse_matching")
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, sync: Any = None) -> None:
+        self.sync = sync or (lambda: None)
         self.totals: dict[str, float] = {}
         self.marks: dict[str, float] = {}
         for name in self.STAGES:
@@ -549,9 +573,9 @@ def _table(rows: list[list[str]], markdown: bool) -> str:
     return "\n".join(lines)
 
 
-MODES_FIRST = ("eager", "nhwc", "nhwc+fbf16", "nhwc+fbf16+tbf16", "bf16")
-MODES_OTHER = ("eager", "nhwc", "nhwc+fbf16+tbf16")
-MODES_COMPILE = ("compile", "nhwc+compile", "nhwc+fbf16+tbf16+compile")
+MODES_FIRST = ("eager", "ref", "fbf16", "fbf16+tbf16", "bf16")
+MODES_OTHER = ("eager", "ref", "fbf16+tbf16")
+MODES_COMPILE = ("compile", "fbf16+tbf16+compile")
 
 
 def _cases(

@@ -11,18 +11,25 @@ each call), peak GPU memory (``torch.cuda.max_memory_allocated`` after a reset, 
 number of matches and ours/kornia ratios. Modes:
 
 * ``fp32`` (TF32 matmuls off, so fp32 means fp32), ``bf16`` (``torch.autocast``), ``compile``
-  (ours: ``model.compile_stages()``, kornia: ``torch.compile``);
+  (ours: ``model.compile_stages()``, kornia: ``torch.compile``; on the first ``--compile-sizes``
+  sizes only, since each compile costs tens of seconds);
+* ours again with ``+nchw`` / ``+nhwc``: the backbone's memory layout (``resnetfpn.channels_last``
+  off / on, the model's weights converted too); "vs kornia" compares with kornia in the same mode
+  without the layout token;
 * ``softmax``: both models built with softmax attention instead of LoFTR's linear attention
   (kornia ``"full"``, ours ``"flash"``, i.e. SDPA's flash kernel, in bf16). The official weights
   are trained with linear attention, so this is a speed comparison of the attention kernels on
   the same (random) weights, not a drop-in mode for the official checkpoints.
 
+The table is printed again after each size, so a run cut short still shows what it measured.
+``bench_gpu.sh`` runs this with the GPU tests and the attention check on a bare GPU machine.
 Without CUDA it exits with status 2 and says so.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -33,77 +40,103 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench  # the CPU benchmark: pair, weights, comparison
 
-
-def _build(impl: str, thr: float, weights: dict[str, Any], attention: str) -> Any:
-    if attention == "linear":
-        return bench.build_model(impl, thr, weights)
-    if impl == "kornia":
-        from kornia.feature.loftr import loftr as kornia_loftr
-
-        cfg = bench._outdoor_kornia_cfg(thr)
-        cfg["coarse"]["attention"] = "full"
-        model = kornia_loftr.LoFTR(pretrained=None, config=cfg)
-    else:
-        from loftr_core.config import LoFTRConfig
-        from loftr_core.model import LoFTR
-
-        model = LoFTR(
-            LoFTRConfig.outdoor_ds().replace(
-                match_coarse={"thr": thr}, coarse={"attention": "flash"}
-            )
-        )
-    model.load_state_dict(weights, strict=True)
-    return model.eval()
+KORNIA_MODES = ("fp32", "bf16", "softmax")
+"""Modes run for both implementations (ours in NCHW, as kornia, and again in NHWC below)."""
+OURS_ONLY = ("fp32+nhwc", "bf16+nhwc", "softmax+nhwc")
+COMPILE_OURS = (("ours", "compile"),)
+"""Ours compiled in its default layout ("auto": NCHW on CUDA)."""
+STAGE_MODES = ("fp32", "fp32+nchw")
+"""Modes that also get a per-stage breakdown (and, on the first size, a kernel profile)."""
+STAGES = ("backbone", "loftr_coarse", "coarse_matching", "fine", "other")
 
 
 def _case(
-    impl: str, mode: str, pair: dict[str, Any], thr: float, weights: dict[str, Any], runs: int
+    impl: str,
+    mode: str,
+    pair: dict[str, Any],
+    thr: float,
+    weights: dict[str, Any],
+    runs: int,
+    device: str = "cuda",
+    stages: bool = False,
 ) -> dict[str, Any]:
     import contextlib
 
     import torch
 
-    attention = "softmax" if "softmax" in mode else "linear"
-    model = _build(impl, thr, weights, attention).cuda()
-    if "compile" in mode:
+    cuda = device == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    tokens = mode.split("+")
+    attention = "softmax" if "softmax" in tokens else "linear"
+    model = bench.build_model(impl, thr, weights, mode, attention)
+    if impl == "ours" and "nhwc" in tokens:
+        model = model.to(memory_format=torch.channels_last)
+    model = model.to(device)
+    if "compile" in tokens:
         model = model.compile_stages() if impl == "ours" else torch.compile(model)
-    data = {k: v.cuda() for k, v in pair.items()}
-    bf16 = "bf16" in mode or attention == "softmax"
+    data = {k: v.to(device) for k, v in pair.items()}
+    bf16 = "bf16" in tokens or attention == "softmax"
 
     def ctx() -> Any:
         if bf16:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+            return torch.autocast(device, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats()
+    if cuda:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
     times: list[float] = []
     with torch.inference_mode():
-        torch.cuda.synchronize()
+        sync()
         start = time.perf_counter()
         with ctx():
             out = model(dict(data))
-        torch.cuda.synchronize()
+        sync()
         first = time.perf_counter() - start
         for _ in range(2):
             with ctx():
                 model(dict(data))
         for _ in range(runs):
-            torch.cuda.synchronize()
+            sync()
             start = time.perf_counter()
             with ctx():
                 out = model(dict(data))
-            torch.cuda.synchronize()
+            sync()
             times.append(time.perf_counter() - start)
     res = {
         "median_s": statistics.median(times),
         "first_s": first,
-        "peak_mib": torch.cuda.max_memory_allocated() / 2**20,
+        "peak_mib": torch.cuda.max_memory_allocated() / 2**20 if cuda else float("nan"),
         "matches": int(out["keypoints0"].shape[0]),
         "out": {k: out[k].float().cpu() for k in ("keypoints0", "keypoints1", "confidence")},
     }
+    if stages and "compile" not in tokens:
+        # per-stage times (synchronised around each stage) and the top GPU kernels of one call
+        timer = bench.StageTimer(model, sync)
+        if timer.ok:
+            per_run = []
+            with torch.inference_mode():
+                for _ in range(runs):
+                    timer.start()
+                    sync()
+                    start = time.perf_counter()
+                    with ctx():
+                        model(dict(data))
+                    sync()
+                    end = time.perf_counter()
+                    per_run.append(timer.finish(end - start, end))
+            res["stages"] = {k: statistics.median(r[k] for r in per_run) for k in per_run[0]}
+        if cuda:
+            from torch.profiler import ProfilerActivity, profile
+
+            with torch.inference_mode(), profile(activities=[ProfilerActivity.CUDA]) as prof:
+                with ctx():
+                    model(dict(data))
+                sync()
+            res["kernels"] = prof.key_averages().table(sort_by="cuda_time_total", row_limit=12)
     del model, out
-    torch.cuda.empty_cache()
+    if cuda:
+        torch.cuda.empty_cache()
     return res
 
 
@@ -112,13 +145,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=bench._size, nargs="+", default=None)
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument(
+        "--compile-sizes", type=int, default=1, help="compile modes on the first N sizes (1)"
+    )
     parser.add_argument("--markdown", action="store_true")
-    parser.add_argument("--data", type=Path, default=bench.DEFAULT_DATA)
+    parser.add_argument(
+        "--data", type=Path, default=None, help="shared data folder ($LOFTR_SHARED_DATA)"
+    )
+    parser.add_argument(
+        "--device", default="cuda", help="cuda; cpu only dry-runs this script's logic (slow)"
+    )
     args = parser.parse_args(argv)
+    args.data = args.data or Path(os.environ.get("LOFTR_SHARED_DATA", bench.DEFAULT_DATA))
 
     import torch
 
-    if not torch.cuda.is_available():
+    if args.device == "cpu":
+        torch.cuda.get_device_name = lambda *a: "cpu (dry run)"  # type: ignore[assignment]
+    elif not torch.cuda.is_available():
         print(
             "bench_gpu.py needs a CUDA GPU, and torch.cuda.is_available() is False on this "
             f"machine (torch {torch.__version__}, CUDA build: {torch.version.cuda}). Run it on a "
@@ -131,43 +175,68 @@ def main(argv: list[str] | None = None) -> int:
     torch.backends.cudnn.allow_tf32 = False
     sizes = args.sizes or [bench._size(s) for s in bench.DEFAULT_SIZES]
     weights = bench.make_weights(bench.make_pair(args.data, 640, 480))
-    modes = ["fp32", "bf16", "softmax"] + ([] if args.no_compile else ["compile", "bf16+compile"])
+    cases = [c for m in KORNIA_MODES for c in (("kornia", m), ("ours", m + "+nchw"))]
+    cases += [("ours", m) for m in OURS_ONLY]
+    compile_cases = [] if args.no_compile else [("kornia", "compile"), *COMPILE_OURS]
+    print(
+        f"GPU: {torch.cuda.get_device_name()}, torch {torch.__version__}, CUDA "
+        f"{torch.version.cuda}; TF32 off (fp32 is fp32)",
+        flush=True,
+    )
     rows = [["size", "impl", "mode", "matches", "latency ms", "vs kornia", "peak GPU MiB",
              "vs kornia", "first call s", "vs our fp32"]]  # fmt: skip
-    for w, h in sizes:
+    stage_rows = [["size", "impl", "mode", *STAGES]]
+    for i, (w, h) in enumerate(sizes):
         pair = bench.make_pair(args.data, w, h)
-        probe = _case("ours", "fp32", bench.make_pair(args.data, w, h), 0.0, weights, 1)
+        probe = _case("ours", "fp32+nchw", pair, 0.0, weights, 1, args.device)
         conf = sorted(probe["out"]["confidence"].tolist(), reverse=True)
         thr = bench.choose_thr(conf, bench._target_matches(w, h))
+        todo = cases + (compile_cases if i < args.compile_sizes else [])
         results: dict[tuple[str, str], dict[str, Any]] = {}
-        for mode in modes:
-            for impl in ("kornia", "ours"):
-                try:
-                    results[impl, mode] = _case(impl, mode, pair, thr, weights, args.runs)
-                except Exception as exc:  # report and go on (e.g. out of memory)
-                    results[impl, mode] = {"error": f"{type(exc).__name__}: {exc}"[:60]}
-        ref = results.get(("ours", "fp32"), {}).get("out")
+        for impl, mode in todo:
+            try:
+                results[impl, mode] = _case(
+                    impl, mode, pair, thr, weights, args.runs, args.device, mode in STAGE_MODES
+                )
+            except Exception as exc:  # report and go on (e.g. out of memory)
+                results[impl, mode] = {"error": f"{type(exc).__name__}: {exc}"[:60]}
+        ref = results.get(("ours", "fp32+nchw"), {}).get("out")
+        kref = results.get(("kornia", "fp32"), {}).get("out")
         for (impl, mode), res in results.items():
             row = [f"{w}x{h}", impl, mode]
             if "error" in res:
                 rows.append([*row, "-", res["error"], "-", "-", "-", "-", "-"])
                 continue
-            k = results.get(("kornia", mode), {})
+            base = "+".join(t for t in mode.split("+") if t not in ("nchw", "nhwc"))
+            k = results.get(("kornia", base), {})
             ratio = mem = "-"
             if impl == "ours" and "median_s" in k:
                 ratio = f"{res['median_s'] / k['median_s']:.2f}"
                 mem = f"{res['peak_mib'] / k['peak_mib']:.2f}"
             acc = "-"
-            if ref is not None and (impl, mode) != ("ours", "fp32"):
+            if ref is not None and (impl, mode) != ("ours", "fp32+nchw"):
                 acc = f"{100 * bench.compare(ref, res['out'])['within_1px']:.1f}% <=1px"
             rows.append([
                 *row, str(res["matches"]), f"{1000 * res['median_s']:.1f}", ratio,
                 f"{res['peak_mib']:.0f}", mem, f"{res['first_s']:.1f}", acc,
             ])  # fmt: skip
-    print(
-        f"GPU: {torch.cuda.get_device_name()}, torch {torch.__version__}, CUDA {torch.version.cuda}"
-    )
-    print(bench._table(rows, args.markdown))
+        if kref is not None:
+            for mode in ("fp32+nchw", "fp32+nhwc"):
+                if "out" in results.get(("ours", mode), {}):
+                    cmp = bench.compare(kref, results["ours", mode]["out"])
+                    print(f"  {w}x{h} ours {mode} vs kornia fp32: {cmp}", flush=True)
+        stage_rows.extend(
+            [f"{w}x{h}", impl, mode, *(f"{1000 * res['stages'].get(k, 0.0):.1f}" for k in STAGES)]
+            for (impl, mode), res in results.items()
+            if "stages" in res
+        )
+        if i == 0:
+            for (impl, mode), res in results.items():
+                if "kernels" in res:
+                    print(f"top GPU kernels, {impl} {mode}, {w}x{h}, one call:\n{res['kernels']}")
+        print(bench._table(rows, args.markdown), flush=True)  # after each size: partial results
+        print("Stages (ms, median; synchronised around each stage):")
+        print(bench._table(stage_rows, args.markdown), flush=True)
     return 0
 
 
