@@ -532,6 +532,14 @@ def _targets(
         )
         if ours is not None and ref is not None:
             check(f"peak RSS ours {_mode_label(mode)} / kornia, 1024x768", ours / ref, 0.5)
+        for size in (small, mid):
+            kout, oout = outputs.get(("kornia", "eager", size)), outputs.get(("ours", mode, size))
+            if kout is not None and oout is not None:
+                same = compare(kout, oout)["same_cells0"]
+                lines.append(
+                    f"{'PASS' if same else 'FAIL'}  matches of ours {_mode_label(mode)} identical "
+                    f"to kornia's, {size[0]}x{size[1]}: {'yes' if same else 'no'}"
+                )
         check(f"peak RSS ours {_mode_label(mode)}, 1600x1200 (MiB)",
               get("ours", mode, big, "peak_rss_mib"), 3 * 1024, "{:.0f}")  # fmt: skip
     kc = get("kornia", "compile", small, "median_s")
@@ -815,13 +823,14 @@ def render(
         if peak
         else "matmul peak: not measured"
     )
+    eff_checks: list[str] = []
     eff_rows = [["size", "mode", "GFLOP/pair (total)", "backbone GFLOP", "ours GFLOP/s",
                  "backbone GFLOP/s", "backbone % of fp32 peak", "coarse tr. GFLOP/s"]]  # fmt: skip
     for size in sizes:
         fl = results.get(("ours", "eager", size), {}).get("flops")
         if not fl:
             continue
-        for mode in ("eager", "nhwc"):  # fp32 modes: the same FLOPs
+        for mode in ("eager", "ref"):  # fp32 modes: the same FLOPs
             res = results.get(("ours", mode, size), {})
             st = res.get("stages")
             if not st:
@@ -835,6 +844,12 @@ def render(
                 f"{fl['total'] / res['median_s'] / 1e9:.0f}", f"{bb_rate:.0f}",
                 f"{100 * bb_rate / peak:.0f}%" if peak else "-", f"{tr_rate:.0f}",
             ])  # fmt: skip
+            if peak and mode == "eager":
+                share = 100 * bb_rate / peak
+                eff_checks.append(
+                    f"{'PASS' if share >= 75 else 'FAIL'}  backbone ours fp32 eager, {w}x{h}: "
+                    f"{share:.0f}% of the measured fp32 peak (target >= 75%)"
+                )
     lines.append(_table(eff_rows, markdown))
     for (impl, mode, _size), res in results.items():
         rc = res.get("recompile_stats_delta")
@@ -846,6 +861,7 @@ def render(
     lines.append("")
     lines.append("Targets (issue 9):")
     lines += _targets(results, outputs)
+    lines += eff_checks
     return "\n".join(lines)
 
 
