@@ -848,7 +848,7 @@ def render(
                 share = 100 * bb_rate / peak
                 eff_checks.append(
                     f"{'PASS' if share >= 75 else 'FAIL'}  backbone ours fp32 eager, {w}x{h}: "
-                    f"{share:.0f}% of the measured fp32 peak (target >= 75%)"
+                    f"{share:.1f}% of the measured fp32 peak (target >= 75%)"
                 )
     lines.append(_table(eff_rows, markdown))
     for (impl, mode, _size), res in results.items():
