@@ -51,3 +51,20 @@ def original_kornia_attention() -> Callable[[], AbstractContextManager[Any]]:
             yield transformer
 
     return patched
+
+
+def _randomize_batchnorm(model: torch.nn.Module, spread: float = 0.1) -> None:
+    """Non-trivial BN statistics and affine parameters, so that BN is not the identity."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-spread, spread)  # type: ignore[union-attr]
+                m.running_var.uniform_(0.5, 2.0)  # type: ignore[union-attr]
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-spread, spread)
+
+
+@pytest.fixture
+def randomize_batchnorm() -> Callable[..., None]:
+    """``randomize_batchnorm(model, spread=0.1)``: random BN statistics and affine parameters."""
+    return _randomize_batchnorm

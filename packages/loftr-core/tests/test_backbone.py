@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -41,18 +42,11 @@ def test_state_dict_equals_the_official_checkpoint_layout(shared_data: Path, pre
     assert n_params == 11_561_456 + (1 if preset.endswith("ot") else 0)
 
 
-def test_backbone_equals_kornia_backbone() -> None:
+def test_backbone_equals_kornia_backbone(randomize_batchnorm: Callable[..., None]) -> None:
     kornia_fpn = pytest.importorskip("kornia.feature.loftr.backbone.resnet_fpn")
     torch.manual_seed(0)
     ref = kornia_fpn.ResNetFPN_8_2({"initial_dim": 128, "block_dims": [128, 196, 256]}).eval()
-    # non-trivial BN statistics so that BN is not the identity
-    with torch.no_grad():
-        for m in ref.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.1, 0.1)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.1, 0.1)
+    randomize_batchnorm(ref)
     # NCHW, BN unfolded (the reference rounding) is bitwise kornia's; the CPU defaults
     # (channels-last, folded BN) are checked against it in test_speed_options.py
     ours = ResNetFPN(BackboneConfig(channels_last=False, fold_batchnorm=False)).eval()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 
@@ -10,15 +12,13 @@ from loftr_core.config import BackboneConfig
 
 
 @pytest.mark.parametrize("setting", [True, "auto"])
-def test_channels_last_backbone_equals_nchw_up_to_rounding(setting: bool | str) -> None:
+def test_channels_last_backbone_equals_nchw_up_to_rounding(
+    setting: bool | str, randomize_batchnorm: Callable[..., None]
+) -> None:
     """``True`` and the default ``"auto"`` (on CPU) run NHWC: NCHW's result up to rounding."""
     torch.manual_seed(0)
     nchw = ResNetFPN(BackboneConfig(channels_last=False, fold_batchnorm=False)).eval()
-    with torch.no_grad():
-        for m in nchw.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.1, 0.1)
-                m.running_var.uniform_(0.5, 2.0)
+    randomize_batchnorm(nchw)
     nhwc = ResNetFPN(BackboneConfig(channels_last=setting, fold_batchnorm=False)).eval()
     nhwc.load_state_dict(nchw.state_dict())
     x = torch.rand(2, 1, 64, 96)
@@ -32,20 +32,12 @@ def test_channels_last_backbone_equals_nchw_up_to_rounding(setting: bool | str) 
         assert float((got - ref).abs().max()) <= 1e-5 * scale
 
 
-def _random_bn_stats(model: torch.nn.Module) -> None:
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.3, 3.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.2, 0.2)
-
-
-def test_folded_batchnorm_equals_unfolded_in_eval_and_is_off_in_training() -> None:
+def test_folded_batchnorm_equals_unfolded_in_eval_and_is_off_in_training(
+    randomize_batchnorm: Callable[..., None],
+) -> None:
     torch.manual_seed(0)
     plain = ResNetFPN(BackboneConfig(channels_last=False, fold_batchnorm=False))
-    _random_bn_stats(plain)
+    randomize_batchnorm(plain, spread=0.2)
     folded = ResNetFPN(BackboneConfig(channels_last=False, fold_batchnorm=True))
     folded.load_state_dict(plain.state_dict())
     x = torch.rand(2, 1, 64, 96)
