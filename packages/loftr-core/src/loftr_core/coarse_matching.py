@@ -233,12 +233,9 @@ def dual_softmax_matches(
         invalid = _invalid(mask0, mask1)
         if invalid is not None:
             sim.masked_fill_(invalid, MASK_FILL)
-        if sim.device.type == "cpu":
-            conf = F.softmax(sim, dim=1)
-            conf.mul_(F.softmax(sim, dim=2))
-        else:  # the same product, row-contiguous (see _softmax_over_rows)
-            conf = F.softmax(sim, dim=2)
-            conf.mul_(_softmax_over_rows(sim))
+        # a * b == b * a bitwise, so this is the original product on every device
+        conf = F.softmax(sim, dim=2)
+        conf.mul_(_softmax_over_rows(sim))
         del sim
         if invalid is not None:
             conf.masked_fill_(invalid, 0.0)
