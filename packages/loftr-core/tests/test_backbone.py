@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from loftr_core.backbone import ResNetFPN
-from loftr_core.config import BackboneConfig, LoFTRConfig
+from loftr_core.execution import Execution, ExecutionOptions
 from loftr_core.model import LoFTR
+from loftr_core.model.backbone import ResNetFPN
+from loftr_core.model.config import BackboneConfig, LoFTRConfig
 
 
 def _official_keys(shared_data: Path) -> list[tuple[str, list[int]]]:
@@ -49,7 +50,7 @@ def test_backbone_equals_kornia_backbone(randomize_batchnorm: Callable[..., None
     randomize_batchnorm(ref)
     # NCHW, BN unfolded (the reference rounding) is bitwise kornia's; the CPU defaults
     # (channels-last, folded BN) are checked against it in test_speed_options.py
-    ours = ResNetFPN(BackboneConfig(channels_last=False, fold_batchnorm=False)).eval()
+    ours = ResNetFPN(BackboneConfig(), Execution(ExecutionOptions.reference())).eval()
     ours.load_state_dict(ref.state_dict(), strict=True)
     x = torch.rand(2, 1, 64, 96)
     with torch.no_grad():

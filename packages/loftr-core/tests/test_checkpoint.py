@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from loftr_core.checkpoint import (
+from loftr_core.api.checkpoint import (
     check_state_dict,
     convert_checkpoint,
     load_model,
@@ -24,10 +24,10 @@ from loftr_core.checkpoint import (
     read_state_dict,
     save_native,
 )
-from loftr_core.config import LoFTRConfig
+from loftr_core.api.matcher import Matcher
 from loftr_core.errors import CheckpointError
-from loftr_core.matcher import Matcher
 from loftr_core.model import LoFTR
+from loftr_core.model.config import LoFTRConfig
 
 
 @pytest.fixture(scope="module")

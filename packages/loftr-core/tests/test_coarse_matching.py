@@ -5,14 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from loftr_core.coarse_matching import (
+from loftr_core.execution import Execution, ExecutionOptions
+from loftr_core.model.coarse_matching import (
     CoarseMatching,
     border_keep,
     dual_softmax_confidence,
     dual_softmax_matches,
     select_matches,
 )
-from loftr_core.config import MatchCoarseConfig
+from loftr_core.model.config import MatchCoarseConfig
 
 
 def _dense_reference(
@@ -99,7 +100,8 @@ def test_chunked_equals_dense_reference(max_chunk_elements: int, masked: bool) -
         pad0, pad1 = (grid0, grid1) if masked else (None, None)
         keep0 = border_keep(n, *hw0, border, pad0, f0.device)
         keep1 = border_keep(n, *hw1, border, pad1, f0.device)
-        got = dual_softmax_matches(f0, f1, 0.1, thr, keep0, keep1, m0, m1, max_chunk_elements)
+        ex = Execution(ExecutionOptions(coarse_chunk_elements=max_chunk_elements))
+        got = dual_softmax_matches(f0, f1, 0.1, thr, keep0, keep1, m0, m1, ex)
         assert b.numel() >= (15 if border == 2 else 60), (thr, border, b.numel())
         assert torch.equal(got.b_ids, b) and torch.equal(got.i_ids, i)
         assert torch.equal(got.j_ids, j)
@@ -190,7 +192,8 @@ def test_cuda_matches_equal_the_dense_reference(max_chunk_elements: int, masked:
     keep0 = border_keep(n, *hw0, 1, None if grid0 is None else grid0.to(cuda), cuda)
     keep1 = border_keep(n, *hw1, 1, None if grid1 is None else grid1.to(cuda), cuda)
     g0, g1 = f0.to(cuda), f1.to(cuda)
-    got = dual_softmax_matches(g0, g1, 0.1, 0.01, keep0, keep1, m0, m1, max_chunk_elements)
+    ex = Execution(ExecutionOptions(coarse_chunk_elements=max_chunk_elements))
+    got = dual_softmax_matches(g0, g1, 0.1, 0.01, keep0, keep1, m0, m1, ex)
     assert b.numel() >= 60
     assert torch.equal(got.i_ids.cpu(), i) and torch.equal(got.j_ids.cpu(), j)
     torch.testing.assert_close(got.mconf.cpu(), conf, rtol=2e-5, atol=1e-7)

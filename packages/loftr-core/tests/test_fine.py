@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from loftr_core.fine_matching import fine_expectation, refine_keypoints
-from loftr_core.fine_preprocess import FinePreprocess, gather_windows
+from loftr_core.model.fine_matching import fine_expectation, refine_keypoints
+from loftr_core.model.fine_preprocess import FinePreprocess, gather_windows
 
 
 def _unfold_reference(fine: torch.Tensor, ids: torch.Tensor, b_ids: torch.Tensor) -> torch.Tensor:

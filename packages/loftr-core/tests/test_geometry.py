@@ -6,13 +6,13 @@ import cv2
 import numpy as np
 import pytest
 
-from loftr_core.errors import InputError
-from loftr_core.geometry import (
+from loftr_core.api.geometry import (
     estimate_pose,
     parse_intrinsics,
     relative_pose_error,
     symmetric_epipolar_distance,
 )
+from loftr_core.errors import InputError
 
 K0 = np.array([[600.0, 0.0, 320.0], [0.0, 610.0, 240.0], [0.0, 0.0, 1.0]])
 K1 = np.array([[580.0, 0.0, 300.0], [0.0, 590.0, 250.0], [0.0, 0.0, 1.0]])

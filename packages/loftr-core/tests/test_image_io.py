@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from loftr_core.api.image_io import is_truncated_jpeg, read_image, resize_long_side, to_gray
 from loftr_core.errors import InputError
-from loftr_core.image_io import is_truncated_jpeg, read_image, resize_long_side, to_gray
 
 
 def _colour_image(h: int = 37, w: int = 53, seed: int = 0) -> np.ndarray:

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from loftr_core.config import LoFTRConfig
+from loftr_core.api.matcher import Matcher, MatchResult, min_image_size
 from loftr_core.errors import ConfigError, InputError
-from loftr_core.matcher import Matcher, MatchResult, min_image_size
 from loftr_core.model import LoFTR
+from loftr_core.model.config import LoFTRConfig
 
 
 def tiny_config(**match_coarse: object) -> LoFTRConfig:
@@ -126,8 +126,19 @@ def test_threshold_and_max_matches(
     top = Matcher(model, max_matches=7).match(photo, photo)
     assert len(top) == 7
     np.testing.assert_allclose(np.sort(top.confidence), np.sort(full.confidence)[-7:])
-    with pytest.raises(ConfigError, match=r"below the model's match_coarse\.thr"):
-        Matcher(LoFTR(tiny_config(thr=0.2)), threshold=0.1)
+    # below the model's own thr: the model selects with it (no weight depends on thr), so the
+    # matches are a superset, and the model itself is left as it was
+    model_thr = model.config.match_coarse.thr
+    lower = Matcher(model, threshold=t / 4).match(photo, photo)
+    assert len(lower) > len(above)
+    assert set(map(tuple, above.keypoints0)) <= set(map(tuple, lower.keypoints0))
+    assert model.config.match_coarse.thr == model_thr
+    assert len(Matcher(model).match(photo, photo)) == len(full)
+    for bad in (1.0, -0.1, float("nan"), True):
+        with pytest.raises(
+            ConfigError, match=r"threshold=.*allowed is a finite number in \[0, 1\)"
+        ):
+            Matcher(model, threshold=bad)
 
 
 def test_smallest_image_size(model: LoFTR, photo: np.ndarray) -> None:

@@ -39,8 +39,9 @@ import cv2
 import pytest
 import torch
 
-from loftr_core.config import LoFTRConfig
+from loftr_core.execution import ExecutionOptions
 from loftr_core.model import LoFTR
+from loftr_core.model.config import LoFTRConfig
 
 kornia_loftr = pytest.importorskip("kornia.feature.loftr.loftr")
 
@@ -102,7 +103,7 @@ def _ours(
     cfg = LoFTRConfig.outdoor_ds().replace(
         coarse={"temp_bug_fix": temp_bug_fix}, match_coarse={"thr": THR, "border_rm": border_rm}
     )
-    model = LoFTR(cfg.reference_rounding() if reference else cfg)
+    model = LoFTR(cfg, ExecutionOptions.reference() if reference else None)
     model.load_state_dict(weights, strict=True)
     return model.eval()
 

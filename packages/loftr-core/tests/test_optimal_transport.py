@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from loftr_core.coarse_matching import sinkhorn_confidence
-from loftr_core.optimal_transport import log_optimal_transport
+from loftr_core.model.coarse_matching import sinkhorn_confidence
+from loftr_core.model.optimal_transport import log_optimal_transport
 
 
 def _plan(z: torch.Tensor, length: int, s: int) -> torch.Tensor:

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
+from loftr_core.api.plotting import GREEN, RED, draw_matches, save_plot
 from loftr_core.errors import InputError
-from loftr_core.plotting import GREEN, RED, draw_matches, save_plot
 
 
 def _blank(h: int, w: int) -> np.ndarray:

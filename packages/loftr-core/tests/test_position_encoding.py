@@ -7,9 +7,13 @@ import math
 import pytest
 import torch
 
-from loftr_core.config import LoFTRConfig
 from loftr_core.model import LoFTR
-from loftr_core.position_encoding import PositionEncodingSine, detr_encoding, loftr_sine_encoding
+from loftr_core.model.config import LoFTRConfig
+from loftr_core.model.position_encoding import (
+    PositionEncodingSine,
+    detr_encoding,
+    loftr_sine_encoding,
+)
 
 
 @pytest.mark.parametrize("temp_bug_fix", [False, True])

@@ -15,8 +15,8 @@ import cv2
 import pytest
 import torch
 
-from loftr_core.config import LoFTRConfig
 from loftr_core.model import LoFTR
+from loftr_core.model.config import LoFTRConfig
 
 
 def _calibrated_model(images: list[torch.Tensor], thr: float) -> LoFTR:

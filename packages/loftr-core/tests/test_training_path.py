@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from loftr_core.coarse_matching import select_matches
-from loftr_core.config import LoFTRConfig
 from loftr_core.errors import InputError
 from loftr_core.model import LoFTR
+from loftr_core.model.coarse_matching import select_matches
+from loftr_core.model.config import LoFTRConfig
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 import torch
 
-from loftr_core.config import CoarseConfig, FineConfig
-from loftr_core.transformer import LocalFeatureTransformer, LoFTREncoderLayer
+from loftr_core.execution import Execution, ExecutionOptions
+from loftr_core.model.config import CoarseConfig, FineConfig
+from loftr_core.model.transformer import LocalFeatureTransformer, LoFTREncoderLayer
 
 
 @pytest.fixture
@@ -24,11 +25,11 @@ def ref_mod(original_kornia_attention: Callable[[], AbstractContextManager[Any]]
 def test_coarse_transformer_equals_reference_with_masks(ref_mod: Any, onednn: bool) -> None:
     """BLAS products: bitwise the reference. oneDNN products (the CPU default): rounding only."""
     torch.manual_seed(0)
-    cfg = CoarseConfig(layer_names=("self", "cross") * 2, onednn_linear=onednn)
+    cfg = CoarseConfig(layer_names=("self", "cross") * 2)
     ref = ref_mod.LocalFeatureTransformer(
         {"d_model": 256, "nhead": 8, "layer_names": list(cfg.layer_names), "attention": "linear"}
     )
-    ours = LocalFeatureTransformer(cfg)
+    ours = LocalFeatureTransformer(cfg, Execution(ExecutionOptions(onednn=onednn)))
     ours.load_state_dict(ref.state_dict(), strict=True)
     f0, f1 = torch.randn(2, 40, 256), torch.randn(2, 30, 256)
     m0 = torch.ones(2, 40, dtype=torch.bool)

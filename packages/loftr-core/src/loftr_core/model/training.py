@@ -15,7 +15,7 @@ import logging
 import torch
 from torch import Tensor
 
-from loftr_core.coarse_matching import CoarseMatches
+from loftr_core.model.coarse_matching import CoarseMatches
 
 __all__ = ["max_candidates", "pad_with_ground_truth"]
 

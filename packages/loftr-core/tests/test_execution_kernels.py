@@ -1,4 +1,4 @@
-"""oneDNN products (``loftr_core.kernels``): F.linear's result up to rounding, used only where due."""
+"""oneDNN products (``loftr_core.execution``): F.linear's result up to rounding, used only where due."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from loftr_core import coarse_matching, kernels
-from loftr_core.coarse_matching import border_keep, dual_softmax_matches
-from loftr_core.kernels import Linear, onednn_linear
+from loftr_core import ExecutionOptions
+from loftr_core.execution import Execution, policy
+from loftr_core.execution.kernels import onednn_linear
+from loftr_core.model.coarse_matching import border_keep, dual_softmax_matches
 
 
 @pytest.mark.parametrize("shape", [(300, 64), (2, 150, 64), (1, 3, 5, 64)])
@@ -41,35 +42,34 @@ def test_onednn_linear_takes_non_contiguous_input_and_propagates_gradients() -> 
 
 @pytest.fixture
 def calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, ...]]:
-    """Records the input shapes passed to ``kernels.onednn_linear``."""
+    """Records the input shapes passed to the execution layer's ``onednn_linear``."""
     seen: list[tuple[int, ...]] = []
-    real = kernels.onednn_linear
+    real = policy.onednn_linear
 
     def spy(x: torch.Tensor, *args: Any) -> torch.Tensor:
         seen.append(tuple(x.shape))
         return real(x, *args)
 
-    monkeypatch.setattr(kernels, "onednn_linear", spy)
-    monkeypatch.setattr(coarse_matching, "onednn_linear", spy)
+    monkeypatch.setattr(policy, "onednn_linear", spy)
     return seen
 
 
 def test_linear_routes_cpu_float32_only(calls: list[tuple[int, ...]]) -> None:
     torch.manual_seed(0)
-    lin = Linear(64, 32)
-    assert list(lin.state_dict()) == ["weight", "bias"]  # nn.Linear's keys
+    lin = torch.nn.Linear(64, 32)
+    ex, blas = Execution(), Execution(ExecutionOptions(onednn=False))
     x = torch.randn(10, 64)
-    torch.testing.assert_close(lin(x), F.linear(x, lin.weight, lin.bias), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        ex.linear(lin, x), F.linear(x, lin.weight, lin.bias), atol=1e-5, rtol=1e-5
+    )
     assert calls == [(10, 64)]
     # everything else is plain F.linear, bitwise
-    lin.onednn = False
-    assert torch.equal(lin(x), F.linear(x, lin.weight, lin.bias))
-    lin.onednn = True
+    assert torch.equal(blas.linear(lin, x), F.linear(x, lin.weight, lin.bias))
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert torch.equal(lin(x), F.linear(x, lin.weight, lin.bias))
-    low = Linear(64, 32).to(torch.bfloat16)
+        assert torch.equal(ex.linear(lin, x), F.linear(x, lin.weight, lin.bias))
+    low = torch.nn.Linear(64, 32).to(torch.bfloat16)
     xb = x.to(torch.bfloat16)
-    assert torch.equal(low(xb), F.linear(xb, low.weight, low.bias))
+    assert torch.equal(ex.linear(low, xb), F.linear(xb, low.weight, low.bias))
     assert calls == [(10, 64)]
 
 
@@ -82,10 +82,12 @@ def test_coarse_matching_same_matches_with_onednn_scores(
     f1 = torch.cat([f0[:, 10:50] + 0.05 * torch.randn(1, 40, 32), torch.randn(1, 30, 32)], dim=1)
     keep0 = border_keep(1, 6, 10, 0, None, f0.device)
     keep1 = border_keep(1, 7, 10, 0, None, f0.device)
-    args = (f0, f1, 0.1, 0.05, keep0, keep1, None, None, chunk)
-    ref = dual_softmax_matches(*args, onednn=False)
+    args = (f0, f1, 0.1, 0.05, keep0, keep1, None, None)
+    ref = dual_softmax_matches(
+        *args, Execution(ExecutionOptions(onednn=False, coarse_chunk_elements=chunk))
+    )
     assert not calls
-    out = dual_softmax_matches(*args, onednn=True)
+    out = dual_softmax_matches(*args, Execution(ExecutionOptions(coarse_chunk_elements=chunk)))
     assert calls  # the oneDNN route ran
     assert ref.i_ids.numel() >= 30
     assert torch.equal(out.b_ids, ref.b_ids) and torch.equal(out.i_ids, ref.i_ids)

@@ -10,6 +10,9 @@ checkpoints and kornia line up::
     ├── match_coarse:  MatchCoarseConfig   (thr, border_rm, match_type, dsmax_temperature, skh_*..)
     └── fine:          FineConfig          (d_model, nhead, layer_names, attention, ...)
 
+It holds what defines the model and its matching only; how it runs (layouts, kernels, chunk
+sizes, sub-stage precision) is :class:`loftr_core.ExecutionOptions`, never saved with it.
+
 Every dataclass validates itself in ``__post_init__`` and raises :class:`ConfigError` naming the
 field, the value and what is allowed. Presets are constructors (``LoFTRConfig.outdoor_ds()``...),
 never mutations of a shared default. ``to_dict`` gives a JSON-able nested dict (stored inside
@@ -20,12 +23,15 @@ their defaults.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 from loftr_core.errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "PRESETS",
@@ -35,6 +41,7 @@ __all__ = [
     "LoFTRConfig",
     "MatchCoarseConfig",
     "TransformerConfig",
+    "check_thr",
 ]
 
 LAYER_NAMES = ("self", "cross")
@@ -42,8 +49,15 @@ MATCH_TYPES = ("dual_softmax", "sinkhorn")
 DOWNSAMPLE_TYPES = ("conv1x1", "conv3x3")
 POS_ENCODINGS = ("sine", "detr")
 MESSAGE_FUSIONS = ("concat", "add")
-FINE_BRANCH_DTYPES = ("float32", "bfloat16", "float16")
-COMPUTE_DTYPES = ("inherit", "bfloat16", "float16")
+LEGACY_KEYS: dict[str, frozenset[str]] = {
+    "resnetfpn": frozenset({"channels_last", "fold_batchnorm", "fine_branch_dtype"}),
+    "coarse": frozenset({"d_ffn", "compute_dtype", "onednn_linear"}),
+    "fine": frozenset({"d_ffn", "compute_dtype", "onednn_linear"}),
+    "match_coarse": frozenset({"max_chunk_elements", "cuda_max_chunk_elements", "onednn_matmul"}),
+}
+"""Keys that configs (and so checkpoints) written by earlier versions may hold and that are not
+part of the model: the original's unused ``d_ffn`` and the execution options now in
+:class:`loftr_core.ExecutionOptions`. ``from_dict`` accepts and ignores them (logged at debug)."""
 
 
 def _fail(name: str, value: object, allowed: str, fix: str = "") -> ConfigError:
@@ -72,6 +86,19 @@ def _float(obj: object, name: str, lo: float, hi: float, lo_open: bool, hi_open:
     if not math.isfinite(value) or too_low or too_high:
         raise _fail(label, value, allowed)
     object.__setattr__(obj, name, value)
+
+
+def check_thr(value: object, label: str = "thr") -> float:
+    """The coarse confidence threshold rule, in one place: a finite number in [0, 1).
+
+    Used by :class:`MatchCoarseConfig`, :class:`loftr_core.Matcher` and every command's ``--thr``.
+    """
+    allowed = "a finite number in [0, 1) (matches need confidence > thr)"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _fail(label, value, allowed)
+    if not (math.isfinite(value) and 0.0 <= value < 1.0):
+        raise _fail(label, value, allowed)
+    return float(value)
 
 
 def _bool(obj: object, name: str) -> None:
@@ -107,37 +134,16 @@ class BackboneConfig:
             ``block_dims[2]`` the coarse one.
         downsample: shortcut projection of the stride-2 blocks: ``"conv1x1"`` (official) or
             ``"conv3x3"`` (a 3x3 stride-2 convolution; design alternative, changes the state dict).
-        channels_last: speed option (not in the original config): ``"auto"`` (default: on for
-            CPU inputs, off on CUDA, where cuDNN's float32 NCHW kernels were faster on an H200),
-            ``True`` or ``False``. Runs the convolutions after the stem on channels-last (NHWC)
-            activations, about 25% less backbone time on x86 CPUs (oneDNN). It changes float
-            rounding only: ~3e-6 relative in the features, up to ~5e-5 in a dual-softmax
-            confidence, the same matches in the kornia parity cases; kornia's own model moves as
-            much when run channels-last. ``False`` keeps the original NCHW rounding.
-        fold_batchnorm: speed option, on by default (not in the original config): in eval mode
-            each BatchNorm is folded into the convolution before it (one pass over the
-            activation instead of two; float rounding only). Training is unaffected.
-        fine_branch_dtype: speed option (not in the original config): ``"float32"`` (default),
-            ``"bfloat16"`` or ``"float16"`` (CUDA) for the FPN top-down path, which only feeds the
-            fine map (45% of the backbone's FLOPs). The coarse map, and so every coarse match,
-            stays exactly float32; only the sub-pixel refinement sees the lower precision.
     """
 
     initial_dim: int = 128
     block_dims: tuple[int, int, int] = (128, 196, 256)
     downsample: str = "conv1x1"
-    channels_last: bool | str = "auto"
-    fold_batchnorm: bool = True
-    fine_branch_dtype: str = "float32"
 
     def __post_init__(self) -> None:
         _int(self, "initial_dim", 1)
         _int_tuple(self, "block_dims", 3, 1)
         _choice(self, "downsample", DOWNSAMPLE_TYPES)
-        if self.channels_last not in (True, False, "auto"):
-            raise _fail("BackboneConfig.channels_last", self.channels_last, 'True, False or "auto"')
-        _bool(self, "fold_batchnorm")
-        _choice(self, "fine_branch_dtype", FINE_BRANCH_DTYPES)
 
 
 @dataclass(frozen=True)
@@ -146,7 +152,6 @@ class TransformerConfig:
 
     Attributes:
         d_model: token width.
-        d_ffn: kept for compatibility with the original configs; unused (the MLP is 2*d_model wide).
         nhead: attention heads; must divide ``d_model``.
         layer_names: sequence of ``"self"`` / ``"cross"``.
         attention: name of a ``loftr_attention`` backend (``"linear"`` reproduces the original).
@@ -155,31 +160,17 @@ class TransformerConfig:
         message_fusion: how the attention message meets the input before the feed-forward:
             ``"concat"`` (official: MLP over ``[x, message]``) or ``"add"`` (MLP over
             ``x + message``, half as wide; design alternative, changes the state dict).
-        compute_dtype: speed option (not in the original config): ``"inherit"`` (default: the
-            caller's precision) or ``"bfloat16"`` / ``"float16"``: the stack runs under
-            ``torch.autocast`` to that dtype and returns the input dtype. For the coarse
-            transformer in bf16 on CPU about 99.6% of the matches stay within 1 px of fp32's.
-        onednn_linear: speed option, on by default (not in the original config): on CPU in
-            float32 the projections and MLPs run as oneDNN 1x1 convolutions
-            (:mod:`loftr_core.kernels`), 2-2.5x the BLAS's speed on the README's machine. The
-            same sums in another order: results move by float rounding only (the same matches
-            in the kornia parity cases); ``False`` = torch's BLAS, the original's rounding.
-            No effect on CUDA or in lower precision.
     """
 
     d_model: int = 256
-    d_ffn: int = 256
     nhead: int = 8
     layer_names: tuple[str, ...] = ("self", "cross") * 4
     attention: str = "linear"
     norm_first: bool = False
     message_fusion: str = "concat"
-    compute_dtype: str = "inherit"
-    onednn_linear: bool = True
 
     def __post_init__(self) -> None:
         _int(self, "d_model", 1)
-        _int(self, "d_ffn", 1)
         _int(self, "nhead", 1)
         name = type(self).__name__
         if self.d_model % self.nhead != 0:
@@ -203,8 +194,6 @@ class TransformerConfig:
             raise _fail(f"{name}.attention", self.attention, "a loftr_attention backend name")
         _bool(self, "norm_first")
         _choice(self, "message_fusion", MESSAGE_FUSIONS)
-        _choice(self, "compute_dtype", COMPUTE_DTYPES)
-        _bool(self, "onednn_linear")
 
 
 @dataclass(frozen=True)
@@ -235,7 +224,6 @@ class FineConfig(TransformerConfig):
     """The fine transformer (original section ``fine``)."""
 
     d_model: int = 128
-    d_ffn: int = 128
     nhead: int = 8
     layer_names: tuple[str, ...] = ("self", "cross")
 
@@ -255,16 +243,6 @@ class MatchCoarseConfig:
         train_coarse_percent: share of the candidates kept for fine training (spec §5.3).
         train_pad_num_gt_min: minimum number of ground-truth pads in training.
         sparse_spvs: sparse supervision (the OT path then returns ``conf_matrix_with_bin``).
-        max_chunk_elements: memory knob of the inference matcher (not in the original config):
-            at most this many scores ``N * rows * S`` are held at once (2^25 = 128 MiB of
-            float32: a 640x480 pair in one chunk, where the dense formula runs); results do not
-            depend on it (beyond float rounding).
-        cuda_max_chunk_elements: the same bound for inputs on a GPU, where memory is plentiful
-            and each extra pass costs more than it saves (2^28 = 1 GiB: a 1024x768 pair runs
-            dense, a 1600x1200 pair in 4 chunks).
-        onednn_matmul: speed option, on by default (not in the original config): the score
-            matrix ``f0 @ f1^T`` of inference matching runs as a oneDNN 1x1 convolution on CPU
-            float32 (see ``TransformerConfig.onednn_linear``); float rounding only.
     """
 
     thr: float = 0.2
@@ -277,12 +255,9 @@ class MatchCoarseConfig:
     train_coarse_percent: float = 0.2
     train_pad_num_gt_min: int = 200
     sparse_spvs: bool = True
-    max_chunk_elements: int = 1 << 25
-    cuda_max_chunk_elements: int = 1 << 28
-    onednn_matmul: bool = True
 
     def __post_init__(self) -> None:
-        _float(self, "thr", 0.0, 1.0, lo_open=False, hi_open=True)
+        object.__setattr__(self, "thr", check_thr(self.thr, "MatchCoarseConfig.thr"))
         _int(self, "border_rm", 0)
         _choice(self, "match_type", MATCH_TYPES)
         _float(self, "dsmax_temperature", 0.0, math.inf, lo_open=True, hi_open=True)
@@ -292,9 +267,6 @@ class MatchCoarseConfig:
         _float(self, "train_coarse_percent", 0.0, 1.0, lo_open=True, hi_open=False)
         _int(self, "train_pad_num_gt_min", 0)
         _bool(self, "sparse_spvs")
-        _int(self, "max_chunk_elements", 1)
-        _int(self, "cuda_max_chunk_elements", 1)
-        _bool(self, "onednn_matmul")
 
 
 _SECTIONS: dict[str, type[Any]] = {
@@ -309,8 +281,12 @@ def _section_from_dict(cls: Any, data: Any, where: str) -> Any:
     valid = [f.name for f in fields(cls)]
     if not isinstance(data, Mapping):
         raise _fail(where, data, f"a mapping with keys from {valid}")
-    _check_known(data, valid, where)
-    return cls(**dict(data))
+    legacy = sorted(set(data) & LEGACY_KEYS.get(where, frozenset()))
+    if legacy:
+        logger.debug("config section %r: ignoring %s (not part of the model)", where, legacy)
+    kept = {k: v for k, v in data.items() if k not in legacy}
+    _check_known(kept, valid, where)
+    return cls(**kept)
 
 
 def _check_known(given: Iterable[str], valid: list[str], where: str) -> None:
@@ -453,25 +429,6 @@ class LoFTRConfig:
         return cls(
             coarse=CoarseConfig(temp_bug_fix=False),
             match_coarse=MatchCoarseConfig(match_type="sinkhorn"),
-        )
-
-    def reference_rounding(self) -> LoFTRConfig:
-        """This config with every rounding-changing speed option off: the original's kernels.
-
-        The defaults run CPU convolutions channels-last and CPU float32 matrix products through
-        oneDNN (same matches as the original, confidences within ~5e-5). This copy runs the
-        original NCHW convolutions and torch's BLAS, for bit-level comparisons with the original
-        code.
-        """
-        return self.replace(
-            resnetfpn={
-                "channels_last": False,
-                "fold_batchnorm": False,
-                "fine_branch_dtype": "float32",
-            },
-            coarse={"onednn_linear": False, "compute_dtype": "inherit"},
-            fine={"onednn_linear": False, "compute_dtype": "inherit"},
-            match_coarse={"onednn_matmul": False},
         )
 
     @classmethod

@@ -7,16 +7,17 @@ run near it: a ``(9600, 256) x (256, 256)`` product took 202 GFLOP/s through ``F
 AVX-512 machine of the README's benchmark. :class:`Linear` is an ``nn.Linear`` (same parameters,
 same state-dict keys) that takes that route on CPU in float32. The sums are the same, in another
 order: results move by float rounding only (~1e-6 relative; the same matches in the kornia
-parity cases), so the route can be switched off (``onednn = False``) for the BLAS's rounding.
+parity cases), so the route can be switched off (``ExecutionOptions(onednn=False)``) for the
+BLAS's rounding.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-__all__ = ["Linear", "onednn_linear", "use_onednn"]
+__all__ = ["onednn_linear", "use_onednn"]
 
 
 def use_onednn(*tensors: Tensor, compiled: bool = False) -> bool:
@@ -50,23 +51,3 @@ def onednn_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tens
     image = rows.view(1, n, 1, k).permute(0, 3, 1, 2)
     out = F.conv2d(image, weight.reshape(weight.shape[0], k, 1, 1), bias)  # (1, M, n, 1)
     return out.permute(0, 2, 3, 1).reshape(*x.shape[:-1], weight.shape[0])
-
-
-class Linear(nn.Linear):
-    """``nn.Linear`` that runs as :func:`onednn_linear` on CPU float32 when ``onednn`` is set.
-
-    Everything else (CUDA, other dtypes, autocast, ``onednn = False``) is plain ``F.linear``.
-    """
-
-    onednn: bool = True
-    onednn_compiled: bool = True
-    """Also inside ``torch.compile`` (static shapes only, see :func:`use_onednn`)."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        if (
-            self.onednn
-            and x.dim() >= 2
-            and use_onednn(x, self.weight, compiled=self.onednn_compiled)
-        ):
-            return onednn_linear(x, self.weight, self.bias)
-        return F.linear(x, self.weight, self.bias)

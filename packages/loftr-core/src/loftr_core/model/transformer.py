@@ -21,13 +21,14 @@ and ``message_fusion="add"`` (``fuse(x, m) = x + m`` instead of ``[x, m]``, so `
 from __future__ import annotations
 
 import copy
+from typing import cast
 
 import torch
 from torch import Tensor, nn
 
 from loftr_attention import get_backend
-from loftr_core.config import TransformerConfig
-from loftr_core.kernels import Linear
+from loftr_core.execution import Execution
+from loftr_core.model.config import TransformerConfig
 
 __all__ = ["LoFTREncoderLayer", "LocalFeatureTransformer"]
 
@@ -41,8 +42,7 @@ class LoFTREncoderLayer(nn.Module):
         attention: ``loftr_attention`` backend name.
         norm_first: pre-LayerNorm variant.
         message_fusion: ``"concat"`` or ``"add"``.
-        onednn_linear: run the projections and the MLP as oneDNN 1x1 convolutions on CPU float32
-            (:class:`loftr_core.kernels.Linear`; float rounding only).
+        execution: how the linear maps run (:meth:`loftr_core.execution.Execution.linear`).
     """
 
     def __init__(
@@ -52,28 +52,26 @@ class LoFTREncoderLayer(nn.Module):
         attention: str = "linear",
         norm_first: bool = False,
         message_fusion: str = "concat",
-        onednn_linear: bool = True,
+        execution: Execution | None = None,
     ) -> None:
         super().__init__()
+        self.execution = Execution() if execution is None else execution
         self.nhead = nhead
         self.dim = d_model // nhead
         self.norm_first = norm_first
         self.concat = message_fusion == "concat"
         fused = 2 * d_model if self.concat else d_model
         # registration order = state-dict order of the official checkpoints
-        self.q_proj = Linear(d_model, d_model, bias=False)
-        self.k_proj = Linear(d_model, d_model, bias=False)
-        self.v_proj = Linear(d_model, d_model, bias=False)
+        self.q_proj = nn.Linear(d_model, d_model, bias=False)
+        self.k_proj = nn.Linear(d_model, d_model, bias=False)
+        self.v_proj = nn.Linear(d_model, d_model, bias=False)
         self.attention = get_backend(attention)
-        self.merge = Linear(d_model, d_model, bias=False)
+        self.merge = nn.Linear(d_model, d_model, bias=False)
         self.mlp = nn.Sequential(
-            Linear(fused, 2 * d_model, bias=False),
+            nn.Linear(fused, 2 * d_model, bias=False),
             nn.ReLU(inplace=True),
-            Linear(2 * d_model, d_model, bias=False),
+            nn.Linear(2 * d_model, d_model, bias=False),
         )
-        for mod in self.modules():
-            if isinstance(mod, Linear):
-                mod.onednn = onednn_linear
         self.norm1 = nn.LayerNorm(d_model)
         self.norm2 = nn.LayerNorm(fused if norm_first else d_model)
 
@@ -82,12 +80,19 @@ class LoFTREncoderLayer(nn.Module):
     ) -> Tensor:
         n, length, _ = x.shape
         s = source.shape[1]
+        linear = self.execution.linear
         # (N, L, C) -> (N, L, H, D) -> (N, H, L, D): views, as the original's layout
-        q = self.q_proj(x).view(n, length, self.nhead, self.dim).transpose(1, 2)
-        k = self.k_proj(source).view(n, s, self.nhead, self.dim).transpose(1, 2)
-        v = self.v_proj(source).view(n, s, self.nhead, self.dim).transpose(1, 2)
+        q = linear(self.q_proj, x).view(n, length, self.nhead, self.dim).transpose(1, 2)
+        k = linear(self.k_proj, source).view(n, s, self.nhead, self.dim).transpose(1, 2)
+        v = linear(self.v_proj, source).view(n, s, self.nhead, self.dim).transpose(1, 2)
         message = self.attention(q, k, v, q_mask=x_mask, kv_mask=source_mask)  # (N, H, L, D)
-        return self.merge(message.transpose(1, 2).reshape(n, length, self.nhead * self.dim))
+        return linear(self.merge, message.transpose(1, 2).reshape(n, length, self.nhead * self.dim))
+
+    def _mlp(self, x: Tensor) -> Tensor:
+        """``mlp``: Linear, ReLU, Linear."""
+        first, relu, second = self.mlp.children()
+        linear = self.execution.linear
+        return linear(cast(nn.Linear, second), relu(linear(cast(nn.Linear, first), x)))
 
     def _fuse(self, x: Tensor, message: Tensor) -> Tensor:
         return torch.cat([x, message], dim=2) if self.concat else x + message
@@ -114,9 +119,9 @@ class LoFTREncoderLayer(nn.Module):
             xn = self.norm1(x)
             sn = xn if source is x else self.norm1(source)
             message = self._message(xn, sn, x_mask, source_mask)
-            return x + message + self.mlp(self.norm2(self._fuse(x, message)))
+            return x + message + self._mlp(self.norm2(self._fuse(x, message)))
         message = self.norm1(self._message(x, source, x_mask, source_mask))
-        return x + self.norm2(self.mlp(self._fuse(x, message)))
+        return x + self.norm2(self._mlp(self._fuse(x, message)))
 
 
 class LocalFeatureTransformer(nn.Module):
@@ -128,24 +133,25 @@ class LocalFeatureTransformer(nn.Module):
 
     Args:
         config: the coarse or fine transformer section of the model config.
+        execution: how its linear maps run (shared by every layer).
     """
 
-    def __init__(self, config: TransformerConfig) -> None:
+    def __init__(self, config: TransformerConfig, execution: Execution | None = None) -> None:
         super().__init__()
         self.d_model = config.d_model
         self.layer_names = tuple(config.layer_names)
-        self.compute_dtype: torch.dtype | None = (
-            None if config.compute_dtype == "inherit" else getattr(torch, config.compute_dtype)
-        )
         layer = LoFTREncoderLayer(
             config.d_model,
             config.nhead,
             config.attention,
             config.norm_first,
             config.message_fusion,
-            config.onednn_linear,
         )
+        # copies of one layer (the original's construction, so seeded weights match it)
         self.layers = nn.ModuleList(copy.deepcopy(layer) for _ in self.layer_names)
+        ex = Execution() if execution is None else execution
+        for each in self.layers:
+            each.execution = ex
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -168,19 +174,8 @@ class LocalFeatureTransformer(nn.Module):
             mask0: optional ``(N, L)`` bool; mask1: optional ``(N, S)`` bool (True = valid).
 
         Returns:
-            The updated ``(feat0, feat1)`` (in the input dtype also with ``compute_dtype``).
+            The updated ``(feat0, feat1)``.
         """
-        low = self.compute_dtype
-        if low is None or feat0.dtype == low:
-            return self._layers(feat0, feat1, mask0, mask1)
-        dtype = feat0.dtype
-        with torch.autocast(feat0.device.type, dtype=low):
-            feat0, feat1 = self._layers(feat0, feat1, mask0, mask1)
-        return feat0.to(dtype), feat1.to(dtype)
-
-    def _layers(
-        self, feat0: Tensor, feat1: Tensor, mask0: Tensor | None, mask1: Tensor | None
-    ) -> tuple[Tensor, Tensor]:
         for layer, name in zip(self.layers, self.layer_names, strict=True):
             if name == "self":
                 feat0 = layer(feat0, feat0, mask0, mask0)

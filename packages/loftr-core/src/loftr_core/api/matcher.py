@@ -2,7 +2,7 @@
 
 :class:`Matcher` wraps a :class:`~loftr_core.model.LoFTR` model and does everything around it:
 
-1. read / convert each image to grayscale (:mod:`loftr_core.image_io`: files exactly like the
+1. read / convert each image to grayscale (:mod:`loftr_core.api.image_io`: files exactly like the
    original's ``cv2.imread(IMREAD_GRAYSCALE)``, arrays with ``cv2.cvtColor`` weights);
 2. optionally resize so the longer side is ``resize`` px (the original's rounding, bilinear);
 3. zero-pad bottom/right to a multiple of 8 (and to the largest image of the batch), with coarse
@@ -33,24 +33,19 @@ from typing import Any
 import numpy as np
 import torch
 
+from loftr_core.api.checkpoint import load_model
+from loftr_core.api.devices import resolve_device, resolve_dtype
+from loftr_core.api.image_io import ImageLike, resize_long_side, to_gray
 from loftr_core.errors import ConfigError, InputError
-from loftr_core.image_io import ImageLike, resize_long_side, to_gray
+from loftr_core.execution import ExecutionOptions
+from loftr_core.model import LoFTR
+from loftr_core.model.config import check_thr
 
-__all__ = ["MatchResult", "Matcher", "min_image_size", "resolve_device", "resolve_dtype"]
+__all__ = ["MatchResult", "Matcher", "min_image_size"]
 
 logger = logging.getLogger(__name__)
 
 DIVISOR = 8  # the coarse stride: model inputs must be multiples of it
-
-_DTYPES: dict[str, torch.dtype] = {
-    "fp32": torch.float32,
-    "float32": torch.float32,
-    "bf16": torch.bfloat16,
-    "bfloat16": torch.bfloat16,
-    "fp16": torch.float16,
-    "float16": torch.float16,
-    "half": torch.float16,
-}
 
 
 @dataclass(frozen=True)
@@ -80,67 +75,10 @@ def min_image_size(border_rm: int) -> int:
     return max(DIVISOR, 2 * border_rm * DIVISOR + 1)
 
 
-def resolve_device(device: str | torch.device) -> torch.device:
-    """Parse a device and check it exists here.
-
-    Raises:
-        ConfigError: not a device string, CUDA/MPS requested but unavailable, or a GPU index
-            beyond the number of GPUs.
-    """
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ConfigError(
-            f"device={device!r} is not a valid torch device; use 'cpu', 'cuda' or 'cuda:N'"
-        ) from None
-    if resolved.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(
-                f"device={str(device)!r} requested but CUDA is not available; use 'cpu'"
-            )
-        count = torch.cuda.device_count()
-        if resolved.index is not None and resolved.index >= count:
-            raise ConfigError(
-                f"device={str(device)!r} but only {count} CUDA device(s) exist (cuda:0..{count - 1})"
-            )
-    elif resolved.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"device={str(device)!r} requested but MPS is not available; use 'cpu'")
-    elif resolved.type not in ("cpu", "cuda", "mps"):
-        raise ConfigError(f"device={str(device)!r} is not supported; use 'cpu', 'cuda' or 'mps'")
-    return resolved
-
-
-def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
-    """Check that ``dtype`` (``"fp32"``, ``"bf16"``, ``"fp16"`` or a torch dtype) runs on ``device``.
-
-    Raises:
-        ConfigError: unknown name, fp16 on CPU, bf16 on a GPU without bf16 support.
-    """
-    if isinstance(dtype, torch.dtype):
-        resolved = dtype
-    elif isinstance(dtype, str) and dtype.lower() in _DTYPES:
-        resolved = _DTYPES[dtype.lower()]
-    else:
-        raise ConfigError(f"dtype={dtype!r} is not supported; choose one of fp32, bf16, fp16")
-    if resolved not in (torch.float32, torch.bfloat16, torch.float16):
-        raise ConfigError(f"dtype={resolved} is not supported; choose one of fp32, bf16, fp16")
-    if resolved == torch.float16 and device.type == "cpu":
-        raise ConfigError(
-            "dtype fp16 is not supported on the CPU (slow or missing kernels); use bf16 or fp32 "
-            "on the CPU, or fp16 on a CUDA device"
-        )
-    if resolved == torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ConfigError(f"dtype bf16 is not supported by {device}; use fp16 or fp32")
-    return resolved
-
-
-def _with_attention(model: torch.nn.Module, attention: str) -> torch.nn.Module:
+def _with_attention(model: LoFTR, attention: str) -> LoFTR:
     """A copy of ``model`` (same weights) whose transformers use another attention backend."""
-    from loftr_core.model import LoFTR
-
-    current: Any = model.config
-    config = current.replace(coarse={"attention": attention}, fine={"attention": attention})
-    swapped = LoFTR(config)
+    config = model.config.replace(coarse={"attention": attention}, fine={"attention": attention})
+    swapped = LoFTR(config, model.options)
     swapped.load_state_dict(model.state_dict())
     return swapped.to(next(model.parameters()).device)
 
@@ -165,15 +103,17 @@ class Matcher:
         dtype: ``"fp32"`` (default), ``"bf16"`` or ``"fp16"`` (CUDA only); lower precision runs
             under ``torch.autocast``.
         resize: if given, resize every image so its longer side is this many px first.
-        threshold: drop matches with confidence ``<=`` this (cannot go below the model's own
-            ``match_coarse.thr``; build the model with a lower ``thr`` for that, e.g.
-            :meth:`from_checkpoint` does).
+        threshold: coarse matching threshold (strict ``>``, in [0, 1)); None keeps the model's
+            ``match_coarse.thr``. Passed to the model, which applies it where it selects matches
+            (it may be lower than the model's own: no weight depends on it).
         max_matches: keep only the most confident matches (top-k), in the model's order.
         batch_size: pairs per forward pass; pairs are grouped by size so equal-size pairs are
             never padded; different sizes are zero-padded with coarse masks.
         attention: run both transformers with this ``loftr_attention`` backend (``"linear"``,
             ``"full"``, ``"sdpa"``...); the model is copied with the same weights if it uses
             another one.
+        options: how the model runs: an :class:`~loftr_core.execution.ExecutionOptions`, or a
+            preset name (``"default"``, ``"reference"``); None keeps the model's.
 
     Example:
         >>> matcher = Matcher.from_checkpoint("outdoor_ds.ckpt", resize=840)  # doctest: +SKIP
@@ -192,30 +132,27 @@ class Matcher:
         max_matches: int | None = None,
         batch_size: int = 1,
         attention: str | None = None,
+        options: ExecutionOptions | str | None = None,
     ) -> None:
-        config: Any = getattr(model, "config", None)
-        if config is None or not hasattr(config, "match_coarse"):
+        if not isinstance(model, LoFTR):
             raise ConfigError(f"model must be a loftr_core LoFTR model, got {type(model).__name__}")
-        if (attention is not None and attention != config.coarse.attention) or (
-            attention is not None and attention != config.fine.attention
-        ):
+        config = model.config
+        if attention is not None and {attention} != {
+            config.coarse.attention,
+            config.fine.attention,
+        }:
             model = _with_attention(model, attention)
-            config = getattr(model, "config", None)
+        if isinstance(options, str):
+            options = ExecutionOptions.from_preset(options)
+        if options is not None:
+            model.set_options(options)
+        config = model.config
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         if resize is not None and (
             isinstance(resize, bool) or not isinstance(resize, int) or resize < 1
         ):
             raise ConfigError(f"resize={resize!r}; it must be a positive int (pixels) or None")
-        model_thr = float(config.match_coarse.thr)
-        if threshold is not None and not (0.0 <= threshold < 1.0):
-            raise ConfigError(f"threshold={threshold!r}; it must be in [0, 1)")
-        if threshold is not None and threshold < model_thr:
-            raise ConfigError(
-                f"threshold={threshold} is below the model's match_coarse.thr={model_thr}, which "
-                "already removed those matches; build the model with a lower thr (Matcher."
-                "from_checkpoint(..., threshold=...) does this)"
-            )
         if max_matches is not None and (
             isinstance(max_matches, bool) or not isinstance(max_matches, int) or max_matches < 1
         ):
@@ -224,7 +161,7 @@ class Matcher:
             raise ConfigError(f"batch_size={batch_size!r}; it must be a positive int")
         self.model = model.to(self.device).eval()
         self.resize = resize
-        self.threshold = threshold
+        self.threshold = None if threshold is None else check_thr(threshold, "threshold")
         self.max_matches = max_matches
         self.batch_size = batch_size
         self.border_rm = int(config.match_coarse.border_rm)
@@ -238,26 +175,25 @@ class Matcher:
         *,
         attention: str | None = None,
         device: str | torch.device = "cpu",
-        threshold: float | None = None,
+        options: ExecutionOptions | str | None = None,
         **kwargs: Any,
     ) -> Matcher:
         """Load a checkpoint (official, kornia or native) and wrap it.
 
         Args:
             path: checkpoint file.
-            preset: preset name or config (see :func:`loftr_core.checkpoint.load_model`).
+            preset: preset name or config (see :func:`loftr_core.api.checkpoint.load_model`).
             attention: attention backend override.
             device: torch device.
-            threshold: coarse confidence threshold; the model is built with this ``thr``.
-            **kwargs: the other :class:`Matcher` options (``dtype``, ``resize``...).
+            options: execution options or a preset name (see :class:`Matcher`).
+            **kwargs: the other :class:`Matcher` options (``threshold``, ``dtype``, ``resize``...).
         """
-        from loftr_core.checkpoint import load_model
-
         resolved = resolve_device(device)  # clear errors before the (slow) model load
         resolve_dtype(kwargs.get("dtype", "fp32"), resolved)
-        overrides = None if threshold is None else {"match_coarse": {"thr": float(threshold)}}
-        model = load_model(path, preset, device=device, attention=attention, overrides=overrides)
-        return cls(model, device=device, threshold=threshold, **kwargs)
+        if isinstance(options, str):
+            options = ExecutionOptions.from_preset(options)
+        model = load_model(path, preset, device=device, attention=attention, options=options)
+        return cls(model, device=device, **kwargs)
 
     # ------------------------------------------------------------------------------ preparing
     def _prepare(self, image: ImageLike, name: str) -> _Prepared:
@@ -315,7 +251,7 @@ class Matcher:
             data["mask0"] = (full0 if mask0 is None else mask0).to(self.device)
             data["mask1"] = (full1 if mask1 is None else mask1).to(self.device)
         with torch.inference_mode(), self._autocast():
-            out = self.model(data)
+            out = self.model(data, thr=self.threshold)
         kpts0 = out["keypoints0"].float().cpu().numpy()
         kpts1 = out["keypoints1"].float().cpu().numpy()
         conf = out["confidence"].float().cpu().numpy()
@@ -328,10 +264,7 @@ class Matcher:
     def _finish(
         self, p0: _Prepared, p1: _Prepared, k0: np.ndarray, k1: np.ndarray, conf: np.ndarray
     ) -> MatchResult:
-        keep = np.ones(len(conf), bool)
-        if self.threshold is not None:
-            keep &= conf > self.threshold
-        idx = np.flatnonzero(keep)
+        idx = np.arange(len(conf))
         if self.max_matches is not None and len(idx) > self.max_matches:
             top = np.argsort(-conf[idx], kind="stable")[: self.max_matches]
             idx = np.sort(idx[top])
@@ -346,7 +279,7 @@ class Matcher:
         )
 
     def match(self, image0: ImageLike, image1: ImageLike) -> MatchResult:
-        """Match one pair (paths, numpy arrays or tensors; see :mod:`loftr_core.image_io`)."""
+        """Match one pair (paths, numpy arrays or tensors; see :mod:`loftr_core.api.image_io`)."""
         return self.match_pairs([(image0, image1)])[0]
 
     def iter_match(self, pairs: Iterable[tuple[ImageLike, ImageLike]]) -> Iterator[MatchResult]:

@@ -1,14 +1,13 @@
 """Coarse matching: confidence from dual-softmax or optimal transport, then mutual nearest
 neighbours above a threshold away from the border (spec §1.5).
 
-Two paths with identical match semantics:
-
-* inference, dual-softmax: :func:`dual_softmax_matches` streams over chunks of image-0 rows and
-  never holds the ``(N, L, S)`` confidence matrix (two passes: column max / sum-of-exp over all rows,
-  then row-wise confidence, row argmax and column maxima);
-* training (and optimal transport, which needs every row and column in each Sinkhorn iteration):
-  the dense matrix (:func:`dual_softmax_confidence`, :func:`sinkhorn_confidence`) and
-  :func:`select_matches` on it.
+The dual-softmax confidence is ``softmax_L(sim) * softmax_S(sim)`` with
+``sim = f0 · f1 / C / temperature`` (:func:`dual_softmax_confidence`, the one formula for training
+and inference). In inference, when the ``(N, L, S)`` matrix exceeds the execution's chunk budget,
+the same formula is evaluated over row chunks by
+:func:`loftr_core.execution.streaming.streamed_dual_softmax`, which keeps only the row and column
+maxima that match selection needs. Optimal transport needs every row and column in each Sinkhorn
+iteration and is always dense.
 
 A match is a cell ``i`` of image 0 and the first column ``j`` of its row maximum with
 ``conf[i, j] > thr``, both cells off the border, and ``conf[i, j]`` also the maximum of column
@@ -25,9 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from loftr_core.config import MatchCoarseConfig
-from loftr_core.kernels import onednn_linear, use_onednn
-from loftr_core.optimal_transport import log_optimal_transport
+from loftr_core.execution import Execution
+from loftr_core.execution.streaming import streamed_dual_softmax
+from loftr_core.model.config import MatchCoarseConfig, check_thr
+from loftr_core.model.optimal_transport import log_optimal_transport
 
 __all__ = [
     "CoarseMatches",
@@ -52,33 +52,10 @@ class CoarseMatches(NamedTuple):
     mconf: Tensor
 
 
-def _scores(feat0: Tensor, feat1: Tensor, onednn: bool = False) -> Tensor:
-    """``(f0 / sqrt(C)) @ (f1 / sqrt(C))^T`` as float32 (or float64): ``(N, l, S)``.
-
-    ``onednn``: one oneDNN 1x1 convolution per batch element where :func:`use_onednn` allows
-    (CPU float32; float rounding only), else ``torch.matmul``.
-    """
+def similarity(feat0: Tensor, feat1: Tensor, execution: Execution) -> Tensor:
+    """``(f0 / sqrt(C)) @ (f1 / sqrt(C))^T`` as float32 (or float64): ``(N, l, S)``."""
     scale = feat0.shape[-1] ** 0.5
-    if onednn and use_onednn(feat0, feat1):
-        a, b = feat0 / scale, feat1 / scale
-        if a.shape[0] == 1:
-            return onednn_linear(a[0], b[0])[None]
-        return torch.stack([onednn_linear(a[i], b[i]) for i in range(a.shape[0])])
-    sim = torch.matmul(feat0 / scale, (feat1 / scale).transpose(1, 2))
-    return sim.to(torch.promote_types(sim.dtype, torch.float32))
-
-
-def _softmax_over_rows(sim: Tensor) -> Tensor:
-    """``F.softmax(sim, dim=1)`` for ``(N, L, S)`` scores, fast on every device.
-
-    On CUDA a softmax over a non-last dimension runs PyTorch's "spatial" softmax kernel, which
-    took 7.9 ms of a 42 ms 640x480 pair on an H200 (the whole rest of coarse matching: 1 ms); the
-    same softmax over the last dimension of the transposed scores is a regular, fast kernel.
-    On CPU the direct call is kept (bitwise the original's).
-    """
-    if sim.device.type == "cpu":
-        return F.softmax(sim, dim=1)
-    return F.softmax(sim.transpose(1, 2), dim=2).transpose(1, 2)
+    return execution.similarity(feat0 / scale, feat1 / scale)
 
 
 def _invalid(mask0: Tensor | None, mask1: Tensor | None) -> Tensor | None:
@@ -144,23 +121,30 @@ def dual_softmax_confidence(
     temperature: float,
     mask0: Tensor | None = None,
     mask1: Tensor | None = None,
+    execution: Execution | None = None,
 ) -> Tensor:
-    """Dense, differentiable dual-softmax confidence ``softmax_L(sim) * softmax_S(sim)``.
+    """Dense dual-softmax confidence ``softmax_L(sim) * softmax_S(sim)`` (differentiable).
 
     Args:
         feat0: ``(N, L, C)``; feat1: ``(N, S, C)`` transformer outputs.
         temperature: ``sim = f0·f1 / C / temperature``.
         mask0, mask1: optional ``(N, L)`` / ``(N, S)`` bool (True = valid).
+        execution: how the products and softmaxes run (default options if None).
 
     Returns:
         ``(N, L, S)`` float32 (float64 for float64 features), 0 at masked pairs.
     """
-    sim = _scores(feat0, feat1) / temperature
+    ex = Execution() if execution is None else execution
+    sim = similarity(feat0, feat1, ex) / temperature
     invalid = _invalid(mask0, mask1)
     if invalid is not None:
         sim = sim.masked_fill(invalid, MASK_FILL)
-    conf = _softmax_over_rows(sim) * F.softmax(sim, dim=2)
-    return conf if invalid is None else conf.masked_fill(invalid, 0.0)
+    if torch.is_grad_enabled() and sim.requires_grad:
+        conf = ex.softmax(sim, dim=1) * F.softmax(sim, dim=2)
+    else:  # the same product in place (a * b == b * a bitwise): one (N, L, S) buffer less
+        conf = F.softmax(sim, dim=2).mul_(ex.softmax(sim, dim=1))
+    del sim
+    return conf if invalid is None else conf.masked_fill_(invalid, 0.0)
 
 
 def sinkhorn_confidence(
@@ -171,6 +155,7 @@ def sinkhorn_confidence(
     mask0: Tensor | None = None,
     mask1: Tensor | None = None,
     prefilter: bool = False,
+    execution: Execution | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Dense optimal-transport confidence.
 
@@ -178,7 +163,7 @@ def sinkhorn_confidence(
         ``(conf (N, L, S), conf_with_bin (N, L+1, S+1))``; ``conf`` is 0 at masked pairs and, with
         ``prefilter``, on rows/columns whose best entry is the dustbin.
     """
-    sim = _scores(feat0, feat1)
+    sim = similarity(feat0, feat1, Execution() if execution is None else execution)
     invalid = _invalid(mask0, mask1)
     if invalid is not None:
         sim = sim.masked_fill(invalid, MASK_FILL)
@@ -204,86 +189,42 @@ def dual_softmax_matches(
     keep1: Tensor,
     mask0: Tensor | None = None,
     mask1: Tensor | None = None,
-    max_chunk_elements: int = 1 << 25,
-    onednn: bool = False,
+    execution: Execution | None = None,
 ) -> CoarseMatches:
-    """Dual-softmax matches without materialising the ``(N, L, S)`` confidence matrix.
+    """Dual-softmax inference matches within the execution's memory budget.
 
-    Pass 1 streams over row chunks of image 0 and accumulates, per column, the max score and the
-    sum of ``exp(score - max)`` (rescaled online when the max grows). Pass 2 recomputes each chunk
-    and forms ``softmax_S(sim) * exp(sim - col_max) / col_sum`` for it, keeping its row max/argmax
-    and the running column max of the confidence. The last chunk of pass 1 is reused by pass 2.
-    When the whole matrix fits in one chunk, the dense formula runs instead. Results equal :func:`select_matches` on
-    :func:`dual_softmax_confidence` (up to float rounding of the column sums).
+    The dense formula when the ``(N, L, S)`` matrix fits the budget, else the streamed evaluation
+    of the same formula; both equal :func:`select_matches` on :func:`dual_softmax_confidence` (up
+    to float rounding of the column sums when streamed).
 
     Args:
         feat0: ``(N, L, C)``; feat1: ``(N, S, C)``.
-        temperature, thr: see :class:`~loftr_core.config.MatchCoarseConfig`.
+        temperature, thr: see :class:`~loftr_core.model.config.MatchCoarseConfig`.
         keep0, keep1: ``(N, L)`` / ``(N, S)`` bool from :func:`border_keep`.
         mask0, mask1: optional ``(N, L)`` / ``(N, S)`` bool (True = valid).
-        max_chunk_elements: at most this many ``N * rows * S`` scores per chunk.
-        onednn: score matrix products through oneDNN on CPU float32 (see :func:`_scores`).
+        execution: products, softmaxes and the chunk budget (default options if None).
     """
+    ex = Execution() if execution is None else execution
     n, length, _ = feat0.shape
     s = feat1.shape[1]
-    if n * length * s <= max_chunk_elements:
-        # one chunk: the dense formula itself (two softmaxes, one matrix product; the fastest),
-        # in place where it is bitwise the same: softmax_S(sim) * softmax_L(sim)
-        sim = _scores(feat0, feat1, onednn).div_(temperature)
-        invalid = _invalid(mask0, mask1)
-        if invalid is not None:
-            sim.masked_fill_(invalid, MASK_FILL)
-        # a * b == b * a bitwise, so this is the original product on every device
-        conf = F.softmax(sim, dim=2)
-        conf.mul_(_softmax_over_rows(sim))
-        del sim
-        if invalid is not None:
-            conf.masked_fill_(invalid, 0.0)
+    budget = ex.coarse_chunk_elements(feat0.device)
+    if n * length * s <= budget:
+        conf = dual_softmax_confidence(feat0, feat1, temperature, mask0, mask1, ex)
         return select_matches(conf, thr, keep0, keep1)
-    rows = max(1, min(length, max_chunk_elements // max(1, n * s)))
-    starts = list(range(0, length, rows))
 
-    def chunk_scores(start: int) -> tuple[Tensor, Tensor | None]:
-        stop = min(start + rows, length)
-        sim = _scores(feat0[:, start:stop], feat1, onednn).div_(temperature)
-        m0 = None if mask0 is None else mask0[:, start:stop]
-        invalid = _invalid(m0, mask1)
+    def chunk_scores(start: int, stop: int) -> tuple[Tensor, Tensor | None]:
+        sim = similarity(feat0[:, start:stop], feat1, ex).div_(temperature)
+        invalid = _invalid(None if mask0 is None else mask0[:, start:stop], mask1)
         if invalid is not None:
             sim.masked_fill_(invalid, MASK_FILL)
         return sim, invalid
 
+    rows = max(1, min(length, budget // max(1, n * s)))
     dtype = torch.promote_types(feat0.dtype, torch.float32)
-    # pass 1: column statistics over all rows
-    col_max = torch.full((n, s), float("-inf"), device=feat0.device, dtype=dtype)
-    col_sum = torch.zeros((n, s), device=feat0.device, dtype=dtype)
-    last: tuple[Tensor, Tensor | None] | None = None
-    for start in starts:
-        sim, invalid = chunk_scores(start)
-        new_max = torch.maximum(col_max, sim.amax(dim=1))
-        shifted = sim - new_max[:, None]  # one temporary: exp in place (bitwise the same)
-        col_sum = col_sum * torch.exp(col_max - new_max) + shifted.exp_().sum(1)
-        del shifted
-        col_max = new_max
-        last = (sim, invalid)
-
-    # pass 2: row-wise confidence, its row maxima and the running column maxima
-    row_maxes: list[Tensor] = []
-    row_args: list[Tensor] = []
-    conf_col_max = torch.zeros((n, s), device=feat0.device, dtype=dtype)
-    for start in reversed(starts):
-        sim, invalid = last if last is not None else chunk_scores(start)
-        last = None
-        conf = F.softmax(sim, dim=2)
-        conf.mul_(sim.sub_(col_max[:, None]).exp_().div_(col_sum[:, None]))
-        if invalid is not None:
-            conf.masked_fill_(invalid, 0.0)
-        chunk_max, chunk_arg = conf.max(dim=2)
-        row_maxes.append(chunk_max)
-        row_args.append(chunk_arg)
-        conf_col_max = torch.maximum(conf_col_max, conf.amax(dim=1))
-    row_max = torch.cat(row_maxes[::-1], dim=1)
-    row_arg = torch.cat(row_args[::-1], dim=1)
-    return _finish(row_max, row_arg, conf_col_max, thr, keep0, keep1)
+    row_max, row_arg, col_max = streamed_dual_softmax(
+        chunk_scores, n, length, s, rows, dtype, feat0.device
+    )
+    return _finish(row_max, row_arg, col_max, thr, keep0, keep1)
 
 
 class CoarseMatching(nn.Module):
@@ -291,11 +232,13 @@ class CoarseMatching(nn.Module):
 
     Args:
         config: the ``match_coarse`` section.
+        execution: how the products run and the inference memory budget.
     """
 
-    def __init__(self, config: MatchCoarseConfig) -> None:
+    def __init__(self, config: MatchCoarseConfig, execution: Execution | None = None) -> None:
         super().__init__()
         self.config = config
+        self.execution = Execution() if execution is None else execution
         if config.match_type == "sinkhorn":
             self.bin_score = nn.Parameter(torch.tensor(config.skh_init_bin_score))
 
@@ -323,10 +266,12 @@ class CoarseMatching(nn.Module):
     ) -> tuple[Tensor, Tensor | None]:
         """Dense differentiable confidence (training path): ``(conf, conf_with_bin or None)``."""
         cfg = self.config
+        ex = self.execution
         if cfg.match_type == "dual_softmax":
-            return dual_softmax_confidence(feat0, feat1, cfg.dsmax_temperature, mask0, mask1), None
+            conf = dual_softmax_confidence(feat0, feat1, cfg.dsmax_temperature, mask0, mask1, ex)
+            return conf, None
         conf, with_bin = sinkhorn_confidence(
-            feat0, feat1, self.bin_score, cfg.skh_iters, mask0, mask1
+            feat0, feat1, self.bin_score, cfg.skh_iters, mask0, mask1, execution=ex
         )
         return conf, with_bin
 
@@ -339,31 +284,40 @@ class CoarseMatching(nn.Module):
         keep1: Tensor,
         mask0: Tensor | None = None,
         mask1: Tensor | None = None,
+        thr: float | None = None,
     ) -> CoarseMatches:
-        """Inference matches (no gradient): chunked for dual-softmax, dense for optimal transport.
+        """Inference matches (no gradient): dual-softmax within the memory budget, optimal
+        transport dense.
 
         Args:
             feat0: ``(N, L, C)``; feat1: ``(N, S, C)`` coarse transformer outputs.
             keep0, keep1: border keep masks from :meth:`keep_masks`.
             mask0, mask1: optional ``(N, L)`` / ``(N, S)`` bool (True = valid).
+            thr: threshold for this call (default ``config.thr``), validated by
+                :func:`~loftr_core.model.config.check_thr`.
         """
         cfg = self.config
+        thr = cfg.thr if thr is None else check_thr(thr)
         if cfg.match_type == "dual_softmax":
             return dual_softmax_matches(
                 feat0,
                 feat1,
                 cfg.dsmax_temperature,
-                cfg.thr,
+                thr,
                 keep0,
                 keep1,
                 mask0,
                 mask1,
-                cfg.max_chunk_elements
-                if feat0.device.type != "cuda"
-                else cfg.cuda_max_chunk_elements,
-                cfg.onednn_matmul,
+                self.execution,
             )
         conf, _ = sinkhorn_confidence(
-            feat0, feat1, self.bin_score, cfg.skh_iters, mask0, mask1, cfg.skh_prefilter
+            feat0,
+            feat1,
+            self.bin_score,
+            cfg.skh_iters,
+            mask0,
+            mask1,
+            cfg.skh_prefilter,
+            self.execution,
         )
-        return select_matches(conf, cfg.thr, keep0, keep1)
+        return select_matches(conf, thr, keep0, keep1)

@@ -9,6 +9,9 @@
 7. fine matching: heatmap expectation refines the image-1 points.
 
 ``forward`` is inference: it returns a new dict with kornia's keys and never mutates its input.
+How the stages are computed (layouts, kernels, chunk sizes, sub-stage precision) is not part of
+the model: it comes from :class:`~loftr_core.execution.ExecutionOptions`, handed to the
+constructor or to :meth:`LoFTR.set_options`, and is never saved.
 ``forward_train`` is the explicit training path (dense confidence for the loss, coarse predictions
 padded with ground truth for the fine level, spec §5.3). ``state_dict()`` keys are the official
 checkpoint keys without the ``matcher.`` prefix.
@@ -23,22 +26,18 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from loftr_core.backbone import ResNetFPN, run_backbone
-from loftr_core.coarse_matching import CoarseMatches, CoarseMatching, select_matches
-from loftr_core.config import LoFTRConfig
 from loftr_core.errors import ConfigError, InputError
-from loftr_core.fine_matching import fine_expectation, refine_keypoints
-from loftr_core.fine_preprocess import FinePreprocess
-from loftr_core.kernels import Linear
-from loftr_core.position_encoding import PositionEncodingSine
-from loftr_core.training import max_candidates, pad_with_ground_truth
-from loftr_core.transformer import LocalFeatureTransformer
+from loftr_core.execution import Execution, ExecutionOptions
+from loftr_core.model.backbone import ResNetFPN
+from loftr_core.model.coarse_matching import CoarseMatches, CoarseMatching, select_matches
+from loftr_core.model.config import LoFTRConfig
+from loftr_core.model.fine_matching import fine_expectation, refine_keypoints
+from loftr_core.model.fine_preprocess import FinePreprocess
+from loftr_core.model.position_encoding import PositionEncodingSine
+from loftr_core.model.training import max_candidates, pad_with_ground_truth
+from loftr_core.model.transformer import LocalFeatureTransformer
 
-__all__ = ["FINE_CHUNK_MATCHES", "LoFTR"]
-
-FINE_CHUNK_MATCHES = 1024
-"""Matches per pass through the fine stage on CPU (bounds its memory; results do not depend on
-it). On a GPU the chunk is 8 times larger: fewer, fuller kernel launches."""
+__all__ = ["LoFTR"]
 
 
 @dataclass(frozen=True)
@@ -150,21 +149,30 @@ class LoFTR(nn.Module):
     Args:
         config: the model configuration (default: ``LoFTRConfig()``, i.e. the original
             ``default.py``; use a preset such as ``LoFTRConfig.outdoor_ds()`` for a checkpoint).
+        options: how it runs (default: ``ExecutionOptions()``; ``ExecutionOptions.reference()``
+            for the original's rounding). Not part of the model, never saved.
     """
 
-    def __init__(self, config: LoFTRConfig | None = None) -> None:
+    def __init__(
+        self, config: LoFTRConfig | None = None, options: ExecutionOptions | None = None
+    ) -> None:
         super().__init__()
         config = LoFTRConfig() if config is None else config
         if not isinstance(config, LoFTRConfig):
             raise ConfigError(f"config must be a LoFTRConfig, got {type(config).__name__}")
+        options = ExecutionOptions() if options is None else options
+        if not isinstance(options, ExecutionOptions):
+            raise ConfigError(f"options must be an ExecutionOptions, got {type(options).__name__}")
         self.config = config
+        self.options = options
+        ex = Execution(options)
         # registration order = state-dict order of the official checkpoints
-        self.backbone = ResNetFPN(config.resnetfpn)
+        self.backbone = ResNetFPN(config.resnetfpn, ex)
         self.pos_encoding = PositionEncodingSine(
             config.coarse.d_model, config.coarse.temp_bug_fix, config.coarse.pos_encoding
         )
-        self.loftr_coarse = LocalFeatureTransformer(config.coarse)
-        self.coarse_matching = CoarseMatching(config.match_coarse)
+        self.loftr_coarse = LocalFeatureTransformer(config.coarse, ex)
+        self.coarse_matching = CoarseMatching(config.match_coarse, ex)
         self.fine_preprocess = FinePreprocess(
             config.coarse.d_model,
             config.fine.d_model,
@@ -172,7 +180,33 @@ class LoFTR(nn.Module):
             config.fine_concat_coarse_feat,
             stride=config.resolution[0] // config.resolution[1],
         )
-        self.loftr_fine = LocalFeatureTransformer(config.fine)
+        self.loftr_fine = LocalFeatureTransformer(config.fine, ex)
+        self.execution = ex
+        if options.compile:
+            self.compile_stages()
+
+    def set_options(self, options: ExecutionOptions) -> LoFTR:
+        """Run with other execution options from now on (same weights); returns ``self``.
+
+        With ``options.compile`` the dense stages are compiled (:meth:`compile_stages`);
+        compilation cannot be undone on this instance.
+        """
+        if not isinstance(options, ExecutionOptions):
+            raise ConfigError(f"options must be an ExecutionOptions, got {type(options).__name__}")
+        compiled = self.options.compile
+        self.options = options
+        self._use(self, Execution(options))
+        if options.compile and not compiled:
+            self.compile_stages()
+        elif compiled:
+            self._use(self.loftr_fine, Execution(options, dynamic_shapes=True))
+        return self
+
+    @staticmethod
+    def _use(root: nn.Module, execution: Execution) -> None:
+        for mod in root.modules():
+            if "execution" in vars(mod):
+                mod.execution = execution
 
     def compile_stages(self, **compile_kwargs: Any) -> LoFTR:
         """``torch.compile`` the dense stages in place; the data-dependent part stays eager.
@@ -191,19 +225,20 @@ class LoFTR(nn.Module):
         """
         self.backbone.compile(**compile_kwargs)
         self.loftr_coarse.compile(**compile_kwargs)
-        for mod in self.loftr_fine.modules():
-            if isinstance(mod, Linear):  # dynamic shapes: plain products inside the graph
-                mod.onednn_compiled = False
+        self._use(self.loftr_fine, Execution(self.options, dynamic_shapes=True))
         self.loftr_fine.compile(**{"dynamic": True, **compile_kwargs})
         return self
 
     # ------------------------------------------------------------------------------ the pipeline
     def _coarse(self, inputs: _Inputs) -> _Coarse:
         """Steps 1-3: CNN, positional encoding, coarse transformer."""
-        c0, f0, c1, f1 = run_backbone(self.backbone, inputs.image0, inputs.image1)
+        ex = self.execution
+        c0, f0, c1, f1 = ex.backbone_pair(self.backbone, inputs.image0, inputs.image1)
         tokens0 = self.pos_encoding(c0).flatten(2).transpose(1, 2).contiguous()  # (N, L, C)
         tokens1 = self.pos_encoding(c1).flatten(2).transpose(1, 2).contiguous()  # (N, S, C)
-        tokens0, tokens1 = self.loftr_coarse(tokens0, tokens1, inputs.mask0, inputs.mask1)
+        tokens0, tokens1 = ex.transformer(
+            "coarse", self.loftr_coarse, tokens0, tokens1, inputs.mask0, inputs.mask1
+        )
         return _Coarse(tokens0, tokens1, f0, f1)
 
     def _keep(self, inputs: _Inputs, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -232,14 +267,14 @@ class LoFTR(nn.Module):
             # (M x W*W tokens through the fine transformer) whatever the number of matches.
             parts = []
             m = matches.b_ids.shape[0]
-            step = FINE_CHUNK_MATCHES * (1 if device_type == "cpu" else 8)
+            step = self.execution.fine_chunk_matches(coarse.fine0.device)
             for start in range(0, max(m, 1), step):
                 chunk = slice(start, start + step)
                 win0, win1 = self.fine_preprocess(
                     *maps, matches.b_ids[chunk], matches.i_ids[chunk], matches.j_ids[chunk]
                 )
                 if win0.shape[0] > 0:
-                    win0, win1 = self.loftr_fine(win0, win1)
+                    win0, win1 = self.execution.transformer("fine", self.loftr_fine, win0, win1)
                 parts.append(fine_expectation(win0, win1))
                 del win0, win1
             return parts[0] if len(parts) == 1 else torch.cat(parts)
@@ -258,7 +293,7 @@ class LoFTR(nn.Module):
         kpts1_f = refine_keypoints(kpts1, expec_f, self.config.fine_window_size, scale_f)
         return kpts0, kpts1, kpts1_f
 
-    def forward(self, data: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    def forward(self, data: Mapping[str, Tensor], *, thr: float | None = None) -> dict[str, Tensor]:
         """Match two batches of images (inference).
 
         Args:
@@ -266,6 +301,8 @@ class LoFTR(nn.Module):
                 (H, W multiples of 8); optional ``mask0`` ``(N, H0/8, W0/8)`` / ``mask1`` bool
                 (True = valid) and ``scale0``/``scale1`` ``(N, 2)`` (keypoints are then in
                 original-image pixels). Never modified.
+            thr: coarse confidence threshold for this call (default ``config.match_coarse.thr``;
+                any value in [0, 1): no weight depends on it).
 
         Returns:
             A new dict: ``keypoints0``, ``keypoints1`` ``(M, 2)`` float32 pixels (x, y),
@@ -277,7 +314,7 @@ class LoFTR(nn.Module):
         coarse = self._coarse(inputs)
         keep0, keep1 = self._keep(inputs, coarse.feat0.device)
         matches = self.coarse_matching(
-            coarse.feat0, coarse.feat1, keep0, keep1, inputs.mask0, inputs.mask1
+            coarse.feat0, coarse.feat1, keep0, keep1, inputs.mask0, inputs.mask1, thr=thr
         )
         expec_f = self._fine(coarse, matches)
         kpts0, kpts1_c, kpts1 = self._keypoints(inputs, matches, expec_f)

@@ -17,8 +17,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from loftr_core.api.image_io import ImageLike, to_gray
 from loftr_core.errors import InputError
-from loftr_core.image_io import ImageLike, to_gray
 
 __all__ = ["draw_matches", "save_plot"]
 
@@ -90,7 +90,7 @@ def draw_matches(
         kpts1: ``(M, 2)`` matching keypoints in image 1 pixels.
         confidence: ``(M,)`` scores in [0, 1] for the JET colouring (default: all 1).
         epipolar_errors: ``(M,)`` errors against ground truth (e.g. from
-            :func:`loftr_core.geometry.symmetric_epipolar_distance`); when given, lines are green
+            :func:`loftr_core.api.geometry.symmetric_epipolar_distance`); when given, lines are green
             below ``epipolar_threshold`` and red otherwise.
         epipolar_threshold: correctness threshold on ``epipolar_errors``.
         inliers: ``(M,)`` bool mask (e.g. RANSAC inliers) reported in the caption.

@@ -9,7 +9,6 @@ given), writes a match plot (``--out``, PNG) and the matches (``--save``, ``.npz
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,17 +16,27 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from loftr_attention.errors import LoftrAttentionError
-from loftr_core.errors import InputError, LoftrError
+from loftr_core._version import __version__
+from loftr_core.api.geometry import estimate_pose, parse_intrinsics
+from loftr_core.api.image_io import read_image
+from loftr_core.api.matcher import Matcher
+from loftr_core.api.plotting import draw_matches, save_plot
+from loftr_core.cli.runner import (
+    SHARED,
+    add_shared,
+    check_output,
+    check_readable,
+    execution_options,
+    new_parser,
+    positive_int,
+    run,
+)
+from loftr_core.errors import InputError
 
 __all__ = ["main"]
 
-logger = logging.getLogger(__name__)
-
 PROG = "loftr-match"
-EXIT_USAGE = 2
 
 NO_WEIGHTS = (
     "--weights is required: LoFTR has no built-in weights and a randomly initialised model "
@@ -56,57 +65,24 @@ Weights: the official LoFTR checkpoints (outdoor_ds.ckpt, outdoor_ot.ckpt, indoo
 indoor_ds_new.ckpt, indoor_ot.ckpt) are linked from https://github.com/zju3dv/LoFTR; they are
 read directly (nothing in them is executed). Without --preset the preset is taken from the file
 name when it is an official one (e.g. indoor_ds_new.ckpt), else outdoor_ds / outdoor_ot by the
-checkpoint's kind. Exit status: 0 on success, 2 on bad input.
+checkpoint's kind. Exit status: 0 on success, 2 on bad input (one line says what to fix),
+1 on an internal error (a bug: the line asks for a report; -v shows the traceback).
 """
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
-    return value
-
-
-def _threshold(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"{value} must be in [0, 1)")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``loftr-match`` (every option documented in ``--help``)."""
-    from loftr_core import __version__
-    from loftr_core.config import PRESETS
-
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Match two images (or many pairs) with LoFTR; keypoints are reported in "
-        "the original images' pixel coordinates.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = new_parser(
+        PROG,
+        "Match two images (or many pairs) with LoFTR; keypoints are reported in the original "
+        "images' pixel coordinates.",
+        __version__,
+        EPILOG,
     )
     parser.add_argument("image0", nargs="?", help="first image (any format OpenCV reads)")
     parser.add_argument("image1", nargs="?", help="second image")
     parser.add_argument(
-        "--weights",
-        metavar="CKPT",
-        help="checkpoint: an official LoFTR .ckpt, a kornia state dict or a .safetensors file "
-        "written by loftr-convert (required)",
-    )
-    parser.add_argument(
-        "--preset",
-        choices=sorted(PRESETS),
-        help="model configuration of the checkpoint (default: from the checkpoint / file name)",
-    )
-    parser.add_argument(
-        "--resize", type=_positive_int, metavar="N", help="resize so the longer side is N px"
+        "--resize", type=positive_int, metavar="N", help="resize so the longer side is N px"
     )
     parser.add_argument("--out", metavar="PNG", help="write a match plot (PNG) here")
     parser.add_argument(
@@ -121,25 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--K1", metavar="K", help="intrinsics of image1, same format as --K0")
     parser.add_argument(
-        "--thr",
-        type=_threshold,
-        help="coarse matching confidence threshold (default: the preset's, 0.2)",
-    )
-    parser.add_argument(
-        "--max-matches", type=_positive_int, metavar="K", help="keep only the K most confident"
-    )
-    parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 ...")
-    parser.add_argument(
-        "--dtype",
-        default="fp32",
-        choices=["fp32", "bf16", "fp16"],
-        help="compute precision (fp16: CUDA only; default fp32)",
-    )
-    parser.add_argument(
-        "--attention",
-        metavar="NAME",
-        help="attention backend from loftr-attention (linear, full, sdpa, flash, "
-        "memory_efficient ...; default: the preset's, linear)",
+        "--max-matches", type=positive_int, metavar="K", help="keep only the K most confident"
     )
     parser.add_argument(
         "--pairs",
@@ -158,8 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --pairs: write <img0>_<img1>.npz and .png for every pair here",
     )
     parser.add_argument("--no-progress", action="store_true", help="with --pairs: no progress bar")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log what is loaded")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    add_shared(parser, SHARED, device="cpu")
     return parser
 
 
@@ -172,8 +129,6 @@ class _Pair:
 
 
 def _intrinsics(k0: Any, k1: Any) -> tuple[np.ndarray | None, np.ndarray | None]:
-    from loftr_core.geometry import parse_intrinsics
-
     if (k0 is None) != (k1 is None):
         raise InputError("give both --K0 and --K1 (intrinsics of both images) or neither")
     if k0 is None:
@@ -233,8 +188,6 @@ def _pose_text(pose: Any) -> list[str]:
 
 
 def _save_npz(path: Path, result: Any, pose: Any) -> None:
-    if path.suffix.lower() != ".npz":
-        raise InputError(f"--save path {str(path)!r} must end in .npz")
     arrays: dict[str, np.ndarray] = {
         "keypoints0": result.keypoints0,
         "keypoints1": result.keypoints1,
@@ -248,17 +201,17 @@ def _save_npz(path: Path, result: Any, pose: Any) -> None:
     np.savez(path, **arrays)  # type: ignore[arg-type]
 
 
-def _process(pair: _Pair, result: Any, out: Path | None, save: Path | None) -> Any:
-    from loftr_core.geometry import estimate_pose
-    from loftr_core.plotting import draw_matches, save_plot
-
+def _match(matcher: Matcher, pair: _Pair, out: Path | None, save: Path | None) -> tuple[Any, Any]:
+    """Match one pair, estimate its pose, write its outputs: each image decoded once."""
+    gray0, gray1 = read_image(pair.image0), read_image(pair.image1)  # as the original reads them
+    result = matcher.match(gray0, gray1)
     pose = None
     if pair.K0 is not None and pair.K1 is not None:
         pose = estimate_pose(result.keypoints0, result.keypoints1, pair.K0, pair.K1)
     if out is not None:
         plot = draw_matches(
-            pair.image0,
-            pair.image1,
+            gray0,
+            gray1,
             result.keypoints0,
             result.keypoints1,
             confidence=result.confidence,
@@ -267,7 +220,7 @@ def _process(pair: _Pair, result: Any, out: Path | None, save: Path | None) -> A
         save_plot(plot, out)
     if save is not None:
         _save_npz(save, result, pose)
-    return pose
+    return result, pose
 
 
 def _silence_opencv(cv2: Any) -> None:
@@ -281,8 +234,6 @@ def _silence_opencv(cv2: Any) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     import cv2
-
-    from loftr_core.matcher import Matcher
 
     _silence_opencv(cv2)  # OpenCV's own warnings would bypass our one-line errors
     if args.weights is None:
@@ -298,10 +249,11 @@ def _run(args: argparse.Namespace) -> int:
         )
     if args.pairs is None and (args.out_dir or args.image_root):
         raise InputError("--out-dir and --image-root work with --pairs; use --out / --save")
-    if args.out is not None and Path(args.out).suffix.lower() != ".png":
-        raise InputError(f"--out {args.out!r} must end in .png (plots are PNG)")
-    if args.save is not None and Path(args.save).suffix.lower() != ".npz":
-        raise InputError(f"--save {args.save!r} must end in .npz")
+    out = None if args.out is None else check_output(Path(args.out), "--out", suffix=".png")
+    save = None if args.save is None else check_output(Path(args.save), "--save", suffix=".npz")
+    out_dir = (
+        None if args.out_dir is None else check_output(Path(args.out_dir), "--out-dir", folder=True)
+    )
     if args.pairs is not None:
         image_root = Path(args.image_root) if args.image_root else None
         pairs = read_pairs(Path(args.pairs), image_root)
@@ -310,15 +262,13 @@ def _run(args: argparse.Namespace) -> int:
         pairs = [_Pair(Path(args.image0), Path(args.image1), K0, K1)]
     for pair in pairs:  # fail fast on a missing image, before loading the model
         for image in (pair.image0, pair.image1):
-            if not image.exists():
-                raise InputError(f"image file {str(image)!r} does not exist; check the path")
-            if not image.is_file():
-                raise InputError(f"image path {str(image)!r} is not a file; pass an image file")
+            check_readable(image, "image file")
     matcher = Matcher.from_checkpoint(
         args.weights,
         args.preset,
         attention=args.attention,
         device=args.device,
+        options=execution_options(args),
         threshold=args.thr,
         dtype=args.dtype,
         resize=args.resize,
@@ -326,33 +276,27 @@ def _run(args: argparse.Namespace) -> int:
     )
     if args.pairs is None:
         pair = pairs[0]
-        result = matcher.match(pair.image0, pair.image1)
-        pose = _process(
-            pair,
-            result,
-            Path(args.out) if args.out else None,
-            Path(args.save) if args.save else None,
-        )
+        result, pose = _match(matcher, pair, out, save)
         print(f"matches: {len(result)}")
         if pair.K0 is not None:
             print("\n".join(_pose_text(pose)) if pose is not None else "pose: estimation failed")
         return 0
-    return _run_pairs(args, matcher, pairs)
+    return _run_pairs(args, matcher, pairs, out_dir)
 
 
-def _run_pairs(args: argparse.Namespace, matcher: Any, pairs: list[_Pair]) -> int:
+def _run_pairs(
+    args: argparse.Namespace, matcher: Matcher, pairs: list[_Pair], out_dir: Path | None
+) -> int:
     from tqdm import tqdm
 
-    out_dir = Path(args.out_dir) if args.out_dir else None
     counts: list[int] = []
     poses = 0
     with tqdm(total=len(pairs), desc=PROG, unit="pair", disable=args.no_progress) as bar:
         for pair in pairs:
-            result = matcher.match(pair.image0, pair.image1)
             stem = f"{pair.image0.stem}_{pair.image1.stem}"
-            pose = _process(
+            result, pose = _match(
+                matcher,
                 pair,
-                result,
                 out_dir / f"{stem}.png" if out_dir else None,
                 out_dir / f"{stem}.npz" if out_dir else None,
             )
@@ -368,27 +312,8 @@ def _run_pairs(args: argparse.Namespace, matcher: Any, pairs: list[_Pair]) -> in
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``loftr-match``; returns the exit status (0 ok, 2 bad input)."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(name)s: %(message)s",
-    )
-    try:
-        return _run(args)
-    except (LoftrError, LoftrAttentionError) as exc:
-        message = " ".join(str(exc).split())  # one line, whatever the message holds
-        print(f"{PROG}: error: {message}", file=sys.stderr)
-        return EXIT_USAGE
-    except OSError as exc:  # writing outputs: permissions, full disk, a folder in the way
-        print(f"{PROG}: error: {exc.strerror or exc}: {exc.filename or ''}", file=sys.stderr)
-        return EXIT_USAGE
-    except (MemoryError, torch.cuda.OutOfMemoryError):
-        print(f"{PROG}: error: out of memory; use a smaller --resize", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+    """Entry point of ``loftr-match``; returns the exit status (0 ok, 2 bad input, 1 a bug)."""
+    return run(build_parser(), _run, argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -42,8 +42,12 @@ from typing import Any, Literal
 
 import torch
 
-from loftr_core.config import PRESETS, LoFTRConfig
+from loftr_core._version import __version__
+from loftr_core.api.devices import resolve_device
 from loftr_core.errors import CheckpointError, ConfigError
+from loftr_core.execution import ExecutionOptions
+from loftr_core.model import LoFTR
+from loftr_core.model.config import PRESETS, LoFTRConfig
 
 __all__ = [
     "CheckpointLayout",
@@ -401,7 +405,8 @@ def load_model(
     device: str | torch.device = "cpu",
     attention: str | None = None,
     overrides: Mapping[str, Any] | None = None,
-) -> torch.nn.Module:
+    options: ExecutionOptions | None = None,
+) -> LoFTR:
     """Build a LoFTR model from a checkpoint in any supported layout, in eval mode.
 
     Args:
@@ -412,6 +417,7 @@ def load_model(
         attention: override the attention backend of both transformers (e.g. ``"sdpa"``).
         overrides: further config changes, as for :meth:`LoFTRConfig.replace`, e.g.
             ``{"match_coarse": {"thr": 0.1}}``; the DS/OT kind cannot be changed.
+        options: how the model runs (:class:`~loftr_core.execution.ExecutionOptions`).
 
     Returns:
         ``loftr_core.model.LoFTR`` with the checkpoint's weights, ``eval()``-ed.
@@ -419,9 +425,6 @@ def load_model(
     Raises:
         CheckpointError: unreadable file, DS/OT mismatch, missing/unexpected keys, wrong shapes.
     """
-    from loftr_core.matcher import resolve_device
-    from loftr_core.model import LoFTR
-
     target = resolve_device(device)
     ckpt = read_checkpoint(path)
     config, _ = resolve_config(ckpt, preset)
@@ -434,7 +437,7 @@ def load_model(
                 f"overrides change match_type to {config.match_coarse.match_type!r} but checkpoint "
                 f"{str(ckpt.path)!r} is a {_kind(ckpt.match_type)} checkpoint"
             )
-    model = LoFTR(config)
+    model = LoFTR(config, options)
     check_state_dict(model.state_dict(), ckpt.state_dict, source=f"checkpoint {str(ckpt.path)!r}")
     model.load_state_dict(ckpt.state_dict, strict=True)
     return model.to(target).eval()
@@ -452,8 +455,6 @@ def save_native(model: torch.nn.Module, path: str | os.PathLike[str]) -> Path:
     """
     from safetensors.torch import save_file
 
-    from loftr_core import __version__
-
     config = getattr(model, "config", None)
     if not isinstance(config, LoFTRConfig):
         raise CheckpointError(
@@ -468,7 +469,13 @@ def save_native(model: torch.nn.Module, path: str | os.PathLike[str]) -> Path:
         _CONFIG_META: json.dumps(config.to_dict(), sort_keys=True),
         "loftr_core_version": __version__,
     }
-    save_file(tensors, str(out), metadata=metadata)
+    # atomic: a failed or interrupted write never leaves a truncated file under the final name
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        save_file(tensors, str(tmp), metadata=metadata)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
     return out
 
 
