@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from loftr_attention.linear_attention import block_diagonal_message
+from loftr_attention.linear_attention import LinearAttention, block_diagonal_message
 
 
 @pytest.mark.parametrize(("h", "d", "dv"), [(8, 32, 32), (4, 16, 8), (1, 8, 8)])
@@ -25,12 +25,12 @@ def test_block_diagonal_message_equals_per_head_products(h: int, d: int, dv: int
 
 @pytest.mark.gpu
 def test_cuda_linear_attention_with_long_sources_equals_cpu() -> None:
-    """Above BLOCK_GEMM_MIN_LENGTH keys CUDA takes the block form: the CPU result, masks too."""
+    """Above ``block_gemm_min_length`` keys CUDA takes the block form: the CPU result, masks too."""
     from loftr_attention import get_backend
-    from loftr_attention.linear_attention import BLOCK_GEMM_MIN_LENGTH
 
     torch.manual_seed(0)
-    s = BLOCK_GEMM_MIN_LENGTH + 344
+    s = 256 + 344  # the default block_gemm_min_length plus some
+    assert LinearAttention().block_gemm_min_length == 256
     q, k, v = torch.randn(2, 8, 70, 32), torch.randn(2, 8, s, 32), torch.randn(2, 8, s, 32)
     q_mask = torch.ones(2, 70, dtype=torch.bool)
     kv_mask = torch.ones(2, s, dtype=torch.bool)

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from loftr_attention.errors import AttentionInputError, UnsupportedInputError
-from loftr_attention.spec import DeviceSupport
+from loftr_attention.support import DeviceSupport
 
 __all__ = ["AttentionBackend"]
 

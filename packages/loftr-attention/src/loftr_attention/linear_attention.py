@@ -10,8 +10,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from loftr_attention.backend import AttentionBackend
+from loftr_attention.errors import BackendOptionError
 from loftr_attention.masking import row_valid
-from loftr_attention.spec import FLOAT_DTYPES, DeviceSupport
+from loftr_attention.support import FLOAT_DTYPES, DeviceSupport
 
 __all__ = ["LinearAttention"]
 
@@ -38,6 +39,12 @@ class LinearAttention(AttentionBackend):
     ``0 * inf`` into NaN; their output is exactly 0 either way, so float32 results are unchanged.
 
     Supported: every floating dtype, on CPU and CUDA, masks included.
+
+    Args:
+        eps: the normaliser's epsilon (the original's 1e-6).
+        block_gemm_min_length: on CUDA, sources longer than this use
+            :func:`block_diagonal_message` (two large GEMMs; kornia 0.9's rule is 256); ``None``
+            never does. On CPU the per-head form always runs (bit-identical to the original).
     """
 
     exact: ClassVar[bool] = False
@@ -46,12 +53,21 @@ class LinearAttention(AttentionBackend):
         "cuda": DeviceSupport(FLOAT_DTYPES),
     }
 
-    def __init__(self, eps: float = 1e-6) -> None:
+    def __init__(self, eps: float = 1e-6, block_gemm_min_length: int | None = 256) -> None:
         super().__init__()
+        if block_gemm_min_length is not None and (
+            isinstance(block_gemm_min_length, bool)
+            or not isinstance(block_gemm_min_length, int)
+            or block_gemm_min_length < 0
+        ):
+            raise BackendOptionError(
+                f"block_gemm_min_length={block_gemm_min_length!r}: allowed is an int >= 0 or None"
+            )
         self.eps = eps
+        self.block_gemm_min_length = block_gemm_min_length
 
     def extra_repr(self) -> str:
-        return f"eps={self.eps}, exact=False"
+        return f"eps={self.eps}, block_gemm_min_length={self.block_gemm_min_length}, exact=False"
 
     def attend(
         self, q: Tensor, k: Tensor, v: Tensor, q_mask: Tensor | None, kv_mask: Tensor | None
@@ -76,17 +92,14 @@ class LinearAttention(AttentionBackend):
             # Fully masked rows have Q @ KV == 0; a unit normaliser keeps them 0 in half precision.
             denominator = torch.where(valid[:, :, None], denominator, 1.0)
         Z = 1 / denominator
-        if Q.device.type == "cuda" and v_length > BLOCK_GEMM_MIN_LENGTH:
+        limit = self.block_gemm_min_length
+        if Q.device.type == "cuda" and limit is not None and v_length > limit:
             message = block_diagonal_message(Q, K, values)
         else:
             KV = torch.einsum("nshd,nshv->nhdv", K, values)
             message = torch.einsum("nlhd,nhdv->nlhv", Q, KV)
         out = message * Z[..., None] * v_length
         return out.transpose(1, 2)
-
-
-BLOCK_GEMM_MIN_LENGTH = 256
-"""On CUDA, sources longer than this use :func:`block_diagonal_message` (kornia 0.9's rule)."""
 
 
 def block_diagonal_message(Q: Tensor, K: Tensor, V: Tensor) -> Tensor:

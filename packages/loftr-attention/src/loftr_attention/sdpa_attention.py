@@ -18,7 +18,7 @@ from loftr_attention.softmax_attention import (
     SoftmaxBackend,
     chunked_softmax_attention,
 )
-from loftr_attention.spec import FLOAT_DTYPES, DeviceSupport
+from loftr_attention.support import FLOAT_DTYPES, DeviceSupport
 
 __all__ = ["FlashAttention", "MemoryEfficientAttention", "SDPAttention"]
 

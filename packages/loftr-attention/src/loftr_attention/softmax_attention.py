@@ -13,7 +13,7 @@ from torch import Tensor
 from loftr_attention.backend import AttentionBackend
 from loftr_attention.errors import BackendOptionError
 from loftr_attention.masking import zero_invalid_rows
-from loftr_attention.spec import FLOAT_DTYPES, DeviceSupport
+from loftr_attention.support import FLOAT_DTYPES, DeviceSupport
 
 __all__ = ["DEFAULT_CHUNK_ELEMENTS", "FullAttention", "chunked_softmax_attention"]
 

@@ -1,50 +1,22 @@
-"""What a backend declares about itself: :class:`DeviceSupport` and :class:`BackendSpec`."""
+"""What a plugin registers: a named :class:`BackendSpec` (capabilities read from the backend's
+:class:`~loftr_attention.support.DeviceSupport` declarations)."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
+from loftr_attention.backend import AttentionBackend
 from loftr_attention.errors import InvalidBackendSpecError
-
-if TYPE_CHECKING:
-    from loftr_attention.backend import AttentionBackend
+from loftr_attention.support import FLOAT_DTYPES, DeviceSupport
 
 __all__ = ["FLOAT_DTYPES", "BackendSpec", "DeviceSupport"]
 
-#: The floating dtypes a backend may declare.
-FLOAT_DTYPES: frozenset[torch.dtype] = frozenset(
-    {torch.float16, torch.bfloat16, torch.float32, torch.float64}
-)
-
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_\-]*$")
-
-
-@dataclass(frozen=True)
-class DeviceSupport:
-    """What a backend supports on one device type (``"cpu"``, ``"cuda"``...).
-
-    Attributes:
-        dtypes: Input dtypes accepted on this device (output has the same dtype).
-        masks: Whether ``q_mask`` / ``kv_mask`` may be given on this device.
-    """
-
-    dtypes: frozenset[torch.dtype]
-    masks: bool = True
-
-    def __post_init__(self) -> None:
-        dtypes = frozenset(self.dtypes)
-        bad = sorted(str(d) for d in dtypes - FLOAT_DTYPES)
-        if bad or not dtypes:
-            raise InvalidBackendSpecError(
-                f"DeviceSupport.dtypes must be a non-empty set of floating dtypes; got {bad or '{}'}; "
-                f"allowed: {sorted(str(d) for d in FLOAT_DTYPES)}"
-            )
-        object.__setattr__(self, "dtypes", dtypes)
 
 
 @dataclass(frozen=True)
@@ -68,8 +40,6 @@ class BackendSpec:
     plugin: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
-        from loftr_attention.backend import AttentionBackend
-
         if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
             raise InvalidBackendSpecError(
                 f"backend name {self.name!r} is invalid: use lowercase letters, digits, '_' or '-', "
