@@ -40,10 +40,15 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def lint(session: nox.Session) -> None:
-    """Ruff lint and format check over the whole repository."""
-    session.install("ruff>=0.6")
+    """Ruff lint and format check over the whole repository, then the import contracts
+    (package directions, loftr-core's layers, no cycles; ``[tool.importlinter]`` in the root
+    ``pyproject.toml``), read from the sources without installing them."""
+    session.install("ruff>=0.6", "import-linter>=2.1")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    session.run(
+        "lint-imports", env={"PYTHONPATH": os.pathsep.join(str(ROOT / p) for p in SRC_PATHS)}
+    )
 
 
 @nox.session(python="3.11")
