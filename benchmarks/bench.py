@@ -35,9 +35,9 @@ What is compared, and how it is kept fair:
   matrix-multiply peak (median of large ``torch.mm``) in the same run.
 
 Modes (tokens joined by ``+``): ``eager`` (fp32, the default configuration, exact), ``nhwc``
-(``resnetfpn.channels_last=True``), ``fbf16`` (``resnetfpn.fine_branch_dtype="bfloat16"``: the
+(``ExecutionOptions(channels_last=True)``), ``fbf16`` (``fine_branch_dtype="bfloat16"``: the
 FPN path that only feeds the fine map in bf16, coarse matches unchanged), ``tbf16``
-(``coarse.compute_dtype="bfloat16"``: the coarse transformer under bf16 autocast), ``bf16``
+(``coarse_dtype="bfloat16"``: the coarse transformer under bf16 autocast), ``bf16``
 (``torch.autocast("cpu", torch.bfloat16)`` around the call, as ``Matcher(dtype="bf16")``; our fine
 stage stays float32), ``compile`` (ours: ``model.compile_stages()``; kornia: ``torch.compile``).
 Accuracy of a mode: the share of its matches whose image-0 cell is an fp32 match of ours and whose
@@ -136,10 +136,10 @@ def build_model(
 ) -> Any:
     """Our model or kornia's with the given weights and coarse threshold, in eval mode.
 
-    Our config options by mode token: ``nhwc`` / ``nchw`` = ``resnetfpn.channels_last`` on / off
-    (neither: the config's default), ``fbf16`` = ``resnetfpn.fine_branch_dtype="bfloat16"``,
-    ``tbf16`` = ``coarse.compute_dtype="bfloat16"``, ``blas`` = ``onednn_linear=False`` in both
-    transformers, ``ref`` = ``nchw+blas`` (the original's float rounding). ``attention="softmax"`` builds both with
+    Our execution options by mode token: ``nhwc`` / ``nchw`` = ``channels_last`` on / off
+    (neither: the default, "auto"), ``fbf16`` = ``fine_branch_dtype="bfloat16"``, ``tbf16`` =
+    ``coarse_dtype="bfloat16"``, ``blas`` = ``onednn=False``, ``ref`` =
+    ``ExecutionOptions.reference()`` (the original's kernels and float rounding). ``attention="softmax"`` builds both with
     softmax attention in the coarse transformer (kornia ``"full"``, ours ``"flash"``).
     """
     if impl == "kornia":
@@ -150,31 +150,23 @@ def build_model(
             kcfg["coarse"]["attention"] = "full"
         model = kornia_loftr.LoFTR(pretrained=None, config=kcfg)
     else:
-        from loftr_core.config import LoFTRConfig
-        from loftr_core.model import LoFTR
+        from loftr_core import ExecutionOptions, LoFTR, LoFTRConfig
 
         tokens = mode.split("+")
-        backbone: dict[str, Any] = {
-            "fine_branch_dtype": "bfloat16" if "fbf16" in tokens else "float32",
-        }
+        options = ExecutionOptions.reference() if "ref" in tokens else ExecutionOptions()
+        changes: dict[str, Any] = {}
         if "nhwc" in tokens or "nchw" in tokens:
-            backbone["channels_last"] = "nhwc" in tokens
-        blas = "blas" in tokens or "ref" in tokens
-        if "ref" in tokens:
-            backbone["channels_last"] = False
-        coarse: dict[str, Any] = {
-            "compute_dtype": "bfloat16" if "tbf16" in tokens else "inherit",
-            "onednn_linear": not blas,
-        }
+            changes["channels_last"] = "nhwc" in tokens
+        if "blas" in tokens:
+            changes["onednn"] = False
+        if "fbf16" in tokens:
+            changes["fine_branch_dtype"] = "bfloat16"
+        if "tbf16" in tokens:
+            changes["coarse_dtype"] = "bfloat16"
+        cfg = LoFTRConfig.outdoor_ds().replace(match_coarse={"thr": thr})
         if attention == "softmax":
-            coarse["attention"] = "flash"
-        cfg = LoFTRConfig.outdoor_ds().replace(
-            match_coarse={"thr": thr},
-            resnetfpn=backbone,
-            coarse=coarse,
-            fine={"onednn_linear": not blas},
-        )
-        model = LoFTR(cfg)
+            cfg = cfg.replace(coarse={"attention": "flash"})
+        model = LoFTR(cfg, options.replace(**changes))
     model.load_state_dict(weights, strict=True)
     return model.eval()
 
@@ -617,8 +609,8 @@ def main(argv: list[str] | None = None) -> int:
         "--modes",
         nargs="+",
         default=None,
-        help="our modes at the first size (tokens joined by +: nhwc = resnetfpn.channels_last, "
-        "fbf16 = resnetfpn.fine_branch_dtype bfloat16, tbf16 = coarse.compute_dtype bfloat16, "
+        help="our modes at the first size (tokens joined by +: nhwc = channels_last, "
+        "fbf16 = fine_branch_dtype bfloat16, tbf16 = coarse_dtype bfloat16, "
         "bf16 = autocast, compile = "
         f"compile_stages); default {' '.join(MODES_FIRST)} (+ "
         f"{' '.join(MODES_COMPILE)} with --compile)",

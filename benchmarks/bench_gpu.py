@@ -13,7 +13,7 @@ number of matches and ours/kornia ratios. Modes:
 * ``fp32`` (TF32 matmuls off, so fp32 means fp32), ``bf16`` (``torch.autocast``), ``compile``
   (ours: ``model.compile_stages()``, kornia: ``torch.compile``; on the first ``--compile-sizes``
   sizes only, since each compile costs tens of seconds);
-* ours again with ``+nchw`` / ``+nhwc``: the backbone's memory layout (``resnetfpn.channels_last``
+* ours again with ``+nchw`` / ``+nhwc``: the backbone's memory layout (``ExecutionOptions.channels_last``
   off / on, the model's weights converted too); "vs kornia" compares with kornia in the same mode
   without the layout token;
 * ``softmax``: both models built with softmax attention instead of LoFTR's linear attention

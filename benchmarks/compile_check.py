@@ -22,8 +22,8 @@ import cv2
 import torch
 from torch._dynamo.utils import counters
 
-from loftr_core.config import LoFTRConfig
 from loftr_core.model import LoFTR
+from loftr_core.model.config import LoFTRConfig
 
 
 def crops(path: Path, dx: int, dy: int) -> dict[str, torch.Tensor]:
