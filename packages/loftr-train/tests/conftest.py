@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
+import sys
 from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
+
+#: The fault-injection callbacks and the script that trains with them (see its docstring).
+FAULT_DRIVER = Path(__file__).resolve().with_name("fault_driver.py")
 
 #: A tiny synthetic-homography run (16-px-channel model, 64x64 images) that trains in seconds.
 _TINY: dict[str, Any] = {
@@ -59,3 +66,22 @@ def make_tiny_config(
 def tiny_config() -> Callable[..., dict[str, Any]]:
     """Factory for the tiny training config (see :func:`make_tiny_config`)."""
     return make_tiny_config
+
+
+@pytest.fixture(scope="session")
+def faults() -> ModuleType:
+    """The :mod:`fault_driver` module (its callbacks, for in-process runs)."""
+    name = "loftr_train_tests_fault_driver"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, FAULT_DRIVER)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+@pytest.fixture(scope="session")
+def fault_driver() -> Path:
+    """Path of the fault-injection driver script (run it with python or torchrun)."""
+    return FAULT_DRIVER

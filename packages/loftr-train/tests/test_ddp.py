@@ -17,22 +17,20 @@ import yaml
 
 @pytest.mark.slow
 def test_two_process_torchrun_training(
-    tmp_path: Path, tiny_config: Callable[..., dict[str, Any]]
+    tmp_path: Path, tiny_config: Callable[..., dict[str, Any]], fault_driver: Path
 ) -> None:
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(tiny_config(n_train=16, n_val=6, tensorboard=True)))
     run, dump = tmp_path / "run", tmp_path / "dump"
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    env.update(
-        OMP_NUM_THREADS="1",
-        LOFTR_TRAIN_TEST_DUMP_DIR=str(dump),
-        LOFTR_TRAIN_TEST_NAN_AT="2:1",  # rank 1 alone gets a NaN loss at iteration 2
-        LOFTR_TRAIN_TEST_NO_GT_AT="3:0",  # rank 0 alone has no ground truth at iteration 3
-    )
+    env.update(OMP_NUM_THREADS="1")
+    # the faults enter through the trainer's callbacks, installed by the driver script
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
-        "--nproc_per_node", "2", "-m", "loftr_train.cli_train", str(config),
-        f"logging.run_dir={run}",
+        "--nproc_per_node", "2", str(fault_driver), str(config), f"logging.run_dir={run}",
+        "--dump-dir", str(dump),
+        "--nan-at", "2:1",  # rank 1 alone gets a NaN loss at iteration 2
+        "--no-gt-at", "3:0",  # rank 0 alone has no ground truth at iteration 3
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=170, env=env)
     out = proc.stdout + proc.stderr

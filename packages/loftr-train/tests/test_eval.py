@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from loftr_core.checkpoint import save_native
-from loftr_core.config import LoFTRConfig
+from loftr_core.api.checkpoint import save_native
 from loftr_core.model import LoFTR
+from loftr_core.model.config import LoFTRConfig
 from loftr_data import MegaDepthDataset
 from loftr_train.cli_eval import main
 from loftr_train.evaluation import evaluate, format_table, write_pair_results

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from loftr_core.config import LoFTRConfig
 from loftr_core.model import LoFTR
+from loftr_core.model.config import LoFTRConfig
 from loftr_data import SyntheticHomographyDataset, collate
 from loftr_train.coarse_supervision import compute_coarse_supervision
 from loftr_train.errors import ConfigError

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 import yaml
 
 from loftr_core.errors import ConfigError
+from loftr_train.presets import list_presets, model_preset
 from loftr_train.train_config import (
+    ModelConfig,
     TrainConfig,
     apply_overrides,
     builtin_configs,
@@ -33,7 +36,7 @@ def test_outdoor_config_is_the_original_recipe() -> None:
     assert cfg.optim.gradient_clipping == 0.5
     assert cfg.schedule.warmup_step == 1875
     assert cfg.schedule.warmup_ratio == 0.1
-    assert cfg.schedule.milestones == [8, 12, 16, 20, 24]
+    assert cfg.schedule.milestones == (8, 12, 16, 20, 24)
     assert cfg.schedule.gamma == 0.5
     model = cfg.model.build()
     assert model.match_coarse.match_type == "dual_softmax"
@@ -56,7 +59,7 @@ def test_overrides_are_dotted_and_yaml_parsed(tmp_path: Path) -> None:
         ],
     )
     assert cfg.optim.canonical_lr == pytest.approx(1e-3)
-    assert cfg.schedule.milestones == [3, 6, 9]
+    assert cfg.schedule.milestones == (3, 6, 9)
     assert cfg.model.build().match_coarse.thr == pytest.approx(0.1)
     assert cfg.trainer.max_steps == 7
     assert cfg.trainer.precision == "32"
@@ -116,3 +119,46 @@ def test_cli_config_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     err = capsys.readouterr().err
     assert "unknown config key(s) ['lr'] in section 'optim'" in err
     assert "canonical_lr" in err
+
+
+def test_sections_are_frozen_and_changes_build_new_validated_objects() -> None:
+    cfg = load_config("synthetic_homography")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.trainer.max_steps = 3  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.trainer = cfg.trainer  # type: ignore[misc]
+    changed = cfg.replace(trainer={"max_steps": 3}, schedule={"milestones": [2, 5]})
+    assert (changed.trainer.max_steps, changed.schedule.milestones) == (3, (2, 5))
+    assert cfg.trainer.max_steps is None and cfg.schedule.milestones == (10, 14)
+    assert changed.optim == cfg.optim
+    same = cfg.with_overrides(["trainer.max_steps=3", "schedule.milestones=[2, 5]"])
+    assert same == changed
+    assert load_config("synthetic_homography", ["trainer.max_steps=3"]).trainer.max_steps == 3
+    with pytest.raises(ConfigError, match="allowed is an increasing list"):
+        cfg.replace(schedule={"milestones": [5, 2]})
+    with pytest.raises(ConfigError, match="valid keys are"):
+        cfg.replace(trainer={"max_stepz": 3})
+    with pytest.raises(ConfigError, match="valid sections are"):
+        cfg.replace(trainr={})
+    # a section owns its mappings: changing the caller's dict changes nothing
+    options = {"match_coarse": {"thr": 0.1}}
+    model = ModelConfig(preset="default", options=options)
+    options["match_coarse"]["thr"] = 0.9
+    assert model.build().match_coarse.thr == pytest.approx(0.1)
+    assert TrainConfig.preset("synthetic_homography", ["trainer.max_steps=3"]) == changed.replace(
+        schedule={"milestones": [10, 14]}
+    )
+
+
+def test_one_preset_registry() -> None:
+    from loftr_core.model.config import PRESETS
+
+    assert list_presets() == list_presets("train") == builtin_configs()
+    assert {"megadepth_outdoor_ds", "synthetic_homography"} <= set(list_presets("train"))
+    assert list_presets("model") == ["default", "modern", *PRESETS]
+    for name in list_presets("model"):
+        assert ModelConfig(preset=name).build() == model_preset(name)
+    with pytest.raises(ConfigError, match="'modern'"):
+        ModelConfig(preset="nope")
+    with pytest.raises(ConfigError, match="'train' or 'model'"):
+        list_presets("other")  # type: ignore[arg-type]

@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import cv2
@@ -18,7 +19,7 @@ import yaml
 from loftr_train.checkpointing import load_checkpoint
 from loftr_train.schedule import LRSchedule, scaled_lr_and_warmup
 from loftr_train.train_config import TrainConfig, load_config
-from loftr_train.trainer import Trainer
+from loftr_train.trainer import StepInfo, Trainer, TrainerCallbacks, TrainResult
 from loftr_train.training_data import DataLoadError
 
 
@@ -32,18 +33,17 @@ def tiny(tiny_config: Callable[..., dict[str, Any]]) -> Callable[..., TrainConfi
     return make
 
 
-def _cli(
-    config: Path, run_dir: Path, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+def _run(command: list[str]) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
-        full_env.pop(key, None)
-    return subprocess.run(
-        [sys.executable, "-m", "loftr_train.cli_train", str(config), f"logging.run_dir={run_dir}"],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        env=full_env,
+        env.pop(key, None)
+    return subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)
+
+
+def _cli(config: Path, run_dir: Path) -> subprocess.CompletedProcess[str]:
+    """``loftr-train CONFIG logging.run_dir=RUN_DIR`` in a fresh process."""
+    return _run(
+        [sys.executable, "-m", "loftr_train.cli_train", str(config), f"logging.run_dir={run_dir}"]
     )
 
 
@@ -58,7 +58,7 @@ def _samples(run_dir: Path, rank: int = 0) -> dict[int, tuple[int, list[str]]]:
 
 @pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(
-    tmp_path: Path, tiny_config: Callable[..., dict[str, Any]]
+    tmp_path: Path, tiny_config: Callable[..., dict[str, Any]], fault_driver: Path
 ) -> None:
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(tiny_config()))
@@ -67,7 +67,8 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(
     ref = _cli(config, full)
     assert ref.returncode == 0, ref.stderr[-3000:]
     # killed right after iteration 7 (epoch 1, batch 2); the last checkpoint is iteration 6
-    dead = _cli(config, killed, {"LOFTR_TRAIN_TEST_KILL_AFTER_STEP": "7"})
+    killed_run = [str(fault_driver), str(config), f"logging.run_dir={killed}", "--kill-after", "7"]
+    dead = _run([sys.executable, *killed_run])
     assert dead.returncode == -9, dead.stderr[-3000:]
     assert load_checkpoint(killed / "checkpoints" / "last.ckpt")["progress"]["step"] == 6
     resumed = _cli(config, killed)  # resumes automatically from the run folder
@@ -97,11 +98,50 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(
     )
 
 
+class _Recorder(TrainerCallbacks):
+    """Records every hook call as a tuple."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[Any, ...]] = []
+
+    def on_step_start(self, info: StepInfo) -> None:
+        self.events.append(("start", info.step, info.epoch, info.batch_in_epoch))
+
+    def on_batch(self, info: StepInfo, batch: dict[str, Any]) -> dict[str, Any]:
+        self.events.append(("batch", info.step, batch["image0"].shape[0]))
+        return batch
+
+    def on_loss(self, info: StepInfo, loss: torch.Tensor) -> torch.Tensor:
+        self.events.append(("loss", info.step, bool(torch.isfinite(loss))))
+        return loss
+
+    def on_step_end(self, info: StepInfo, scalars: Mapping[str, float] | None) -> None:
+        self.events.append(("end", info.step, scalars is not None))
+
+    def after_checkpoint(self, info: StepInfo, paths: tuple[Path, ...]) -> None:
+        self.events.append(("checkpoint", info.step, tuple(p.name for p in paths)))
+
+    def on_finish(self, info: StepInfo, model: torch.nn.Module, result: TrainResult) -> None:
+        self.events.append(("finish", info.step, result.progress.step, type(model).__name__))
+
+
 def test_fit_checkpoints_schedule_and_best(
     tmp_path: Path, tiny: Callable[..., TrainConfig]
 ) -> None:
     cfg = tiny(tmp_path / "run", "trainer.max_epochs=1", "checkpoint.every_n_steps=null")
-    result = Trainer(cfg).fit()
+    recorder = _Recorder()
+    result = Trainer(cfg, callbacks=[recorder]).fit()
+    # the hooks, in order: four per iteration, the epoch-end checkpoint, the end of training
+    expected_events: list[tuple[Any, ...]] = []
+    for step in range(1, 6):
+        expected_events += [
+            ("start", step, 0, step - 1),
+            ("batch", step, 2),
+            ("loss", step, True),
+            ("end", step, True),
+        ]
+    expected_events += [("checkpoint", 5, ("last.ckpt", "best.ckpt")), ("finish", 5, 5, "LoFTR")]
+    assert recorder.events == expected_events
     p = result.progress
     assert (p.step, p.optimizer_steps, p.skipped_steps, p.epoch) == (5, 5, 0, 1)
     assert result.last_loss is not None and np.isfinite(result.last_loss)
@@ -123,9 +163,8 @@ def test_fit_checkpoints_schedule_and_best(
     # validation scores the inference-path matches of the final weights (no fine-level cap)
     from loftr_core.model import LoFTR
     from loftr_data import collate
+    from loftr_train.scoring import match_batch, score_batch, summarize
     from loftr_train.training_data import build_datasets
-    from loftr_train.training_step import predict_matches
-    from loftr_train.validation import aggregate_records, pair_records
 
     model = LoFTR(cfg.model.build())
     model.load_state_dict(last["model"])
@@ -134,18 +173,17 @@ def test_fit_checkpoints_schedule_and_best(
     assert val is not None
     batch = collate([val[k] for k in range(len(val))])  # type: ignore[arg-type]
     out = model({k: batch[k] for k in ("image0", "image1")})
-    expected = aggregate_records(pair_records(batch, predict_matches(model, batch)))
+    expected = summarize(score_batch(batch, match_batch(model, batch)))
     assert result.last_metrics["mean_matches"] == pytest.approx(len(out["keypoints0"]) / 4)
     assert result.last_metrics["prec@3px"] == pytest.approx(expected["prec@3px"])
 
 
 def test_nonfinite_loss_skips_the_step(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny: Callable[..., TrainConfig]
+    tmp_path: Path, faults: ModuleType, tiny: Callable[..., TrainConfig]
 ) -> None:
-    monkeypatch.setenv("LOFTR_TRAIN_TEST_NAN_AT", "2")
-    monkeypatch.setenv("LOFTR_TRAIN_TEST_NO_GT_AT", "3")  # a batch without ground truth trains on
     cfg = tiny(tmp_path / "run", "trainer.max_steps=4", "trainer.val_every_n_epochs=0")
-    result = Trainer(cfg).fit()
+    # a NaN loss at iteration 2; a batch without ground truth at iteration 3 trains on
+    result = Trainer(cfg, callbacks=[faults.NanLossAt(2), faults.NoGroundTruthAt(3)]).fit()
     p = result.progress
     assert (p.step, p.optimizer_steps, p.skipped_steps) == (4, 3, 1)
     state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
@@ -196,53 +234,6 @@ def test_reduced_precision_trains_with_finite_loss(
     state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
     assert state["model"]["backbone.conv1.weight"].dtype == torch.float32  # master weights fp32
     assert bool(state["scaler"]) == (precision == "fp16")  # the gradient scaler only for fp16
-
-
-def test_validation_records_on_the_real_megadepth_pair(shared_data: Path) -> None:
-    """Ground-truth matches of the real pair, scored like predictions, give a near-exact pose."""
-    from loftr_data import MegaDepthDataset, collate
-    from loftr_train.coarse_supervision import coarse_grid, compute_coarse_supervision
-    from loftr_train.validation import aggregate_records, pair_records
-
-    root = shared_data / "megadepth_sample"
-    batch = collate([MegaDepthDataset(root, root / "sample.npz", pair_ids=[0], img_resize=640)[0]])
-    sup = compute_coarse_supervision(batch)
-    b, i = sup.spv_b_ids, sup.spv_i_ids
-    grid0 = coarse_grid(*sup.hw0_c).float() * 8 * batch["scale0"][0]  # original pixels
-    outputs = {"m_bids": b, "mkpts0_f": grid0[i], "mkpts1_f": sup.spv_w_pt0_i[b, i]}
-    (rec,) = pair_records(batch, outputs)
-    assert rec["num_matches"] == sup.num_matches > 300
-    assert rec["pose_error"] < 1.0  # degrees
-    assert rec["precision"] > 0.95
-    agg = aggregate_records([rec, dict(rec)])  # duplicates count once
-    assert agg["num_pairs"] == 1
-    assert agg["auc@10"] > 0.9
-
-
-def test_validation_records_homography() -> None:
-    from loftr_train.validation import aggregate_records, pair_records
-
-    H = torch.tensor([[1.0, 0.0, 5.0], [0.0, 1.0, -2.0], [0.0, 0.0, 1.0]])
-    k0 = torch.tensor([[10.0, 10.0], [20.0, 30.0], [40.0, 8.0], [1.0, 1.0]])
-    k1 = (
-        k0
-        + torch.tensor([5.0, -2.0])
-        + torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 2.5], [4.0, 0.0]])
-    )
-    batch = {
-        "image0": torch.zeros(2, 1, 64, 64),
-        "H_0to1": torch.stack([H, H]),
-        "scene_id": ["s", "s"],
-        "pair_id": torch.tensor([0, 1]),
-    }
-    outputs = {"m_bids": torch.zeros(4, dtype=torch.long), "mkpts0_f": k0, "mkpts1_f": k1}
-    recs = pair_records(batch, outputs)
-    assert recs[0]["errors"] == pytest.approx([0.0, 2.0, 2.5, 4.0])
-    assert recs[1]["errors"] == []  # a pair without matches
-    agg = aggregate_records(recs)
-    assert agg["prec@3px"] == pytest.approx((3 / 4 + 0.0) / 2)
-    assert agg["prec@1px"] == pytest.approx((1 / 4) / 2)
-    assert agg["mean_matches"] == pytest.approx(2.0)
 
 
 def test_megadepth_read_error_names_scene_pair_and_files(

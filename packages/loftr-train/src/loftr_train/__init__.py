@@ -18,7 +18,7 @@ from loftr_train.metrics import (
 )
 from loftr_train.schedule import LRSchedule, scaled_lr_and_warmup
 from loftr_train.train_config import TrainConfig, load_config
-from loftr_train.trainer import Trainer, TrainResult
+from loftr_train.trainer import StepInfo, Trainer, TrainerCallbacks, TrainResult
 from loftr_train.training_data import DataLoadError
 
 __all__ = [
@@ -32,10 +32,12 @@ __all__ = [
     "LossConfig",
     "LossOutput",
     "PairMetrics",
+    "StepInfo",
     "SupervisionError",
     "TrainConfig",
     "TrainResult",
     "Trainer",
+    "TrainerCallbacks",
     "__version__",
     "aggregate_metrics",
     "coarse_loss",

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from loftr_core.checkpoint import load_model, read_checkpoint, resolve_config
+from loftr_core.api.checkpoint import load_model, read_checkpoint, resolve_config
 from loftr_core.errors import LoftrError
 from loftr_data import MegaDepthDataset, megadepth1500
 from loftr_data.errors import LoftrDataError

@@ -18,25 +18,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
+from loftr_data import collate
 from loftr_train.errors import EvaluationError
-from loftr_train.metrics import (
-    EPI_ERR_THR,
-    RANSAC_CONF,
-    RANSAC_PIXEL_THR,
-    PairMetrics,
-    aggregate_metrics,
-    pair_metrics,
-)
+from loftr_train.metrics import EPI_ERR_THR, RANSAC_CONF, RANSAC_PIXEL_THR, PairMetrics
+from loftr_train.scoring import ScoringProtocol, match_batch, score_batch, summarize
 
 __all__ = ["EvaluationResult", "evaluate", "format_table", "write_pair_results"]
 
 logger = logging.getLogger(__name__)
-
-_MODEL_KEYS = ("image0", "image1", "mask0", "mask1", "scale0", "scale1")
 
 
 @dataclass(frozen=True)
@@ -45,9 +37,9 @@ class EvaluationResult:
 
     Attributes:
         pairs: one :class:`~loftr_train.metrics.PairMetrics` per evaluated pair, in order.
-        summary: :func:`~loftr_train.metrics.aggregate_metrics` of ``pairs`` (``auc@5``,
-            ``auc@10``, ``auc@20``, ``prec@5e-04``, ``num_pairs``, ``mean_matches``,
-            ``mean_inliers``); AUC and precision are fractions.
+        summary: :func:`~loftr_train.scoring.summarize` of ``pairs`` (``auc@5``, ``auc@10``,
+            ``auc@20``, ``prec@5e-04``, ``num_pairs``, ``mean_matches``, ``mean_inliers``); AUC
+            and precision are fractions.
         scene_ids: scene of each pair (same order as ``pairs``).
         pair_ids: index of each pair in its scene-info file.
     """
@@ -58,19 +50,7 @@ class EvaluationResult:
     pair_ids: list[int]
 
 
-def _unbatched(sample: Mapping[str, Any]) -> dict[str, Any]:
-    """Add the batch dimension to one dataset sample (batch size 1)."""
-    out: dict[str, Any] = {}
-    for key, value in sample.items():
-        out[key] = value[None] if isinstance(value, torch.Tensor) else value
-    return out
-
-
-def _original_K(K: torch.Tensor, scale: torch.Tensor) -> np.ndarray:
-    """``diag(scale_x, scale_y, 1) @ K`` in float64 (intrinsics of the original image)."""
-    k = K.detach().cpu().double().numpy().reshape(3, 3)
-    s = scale.detach().cpu().double().numpy().reshape(2)
-    return np.diag([s[0], s[1], 1.0]) @ k
+_REQUIRED = ("K0", "K1", "T_0to1", "scale0", "scale1", "pair_names")
 
 
 @torch.no_grad()
@@ -87,6 +67,10 @@ def evaluate(
     thresholds: Sequence[float] = (5, 10, 20),
 ) -> EvaluationResult:
     """Run ``model`` on every pair of ``dataset`` and compute LoFTR's test metrics.
+
+    Each pair goes through the evaluation core of :mod:`loftr_train.scoring` (the one the
+    trainer's validation uses): :func:`~loftr_train.scoring.match_batch` ->
+    :func:`~loftr_train.scoring.score_batch` -> :func:`~loftr_train.scoring.summarize`.
 
     Args:
         model: a matcher with LoFTR's inference contract: ``model(data)`` with ``image0``,
@@ -110,6 +94,12 @@ def evaluate(
     Raises:
         EvaluationError: a sample lacks the keys needed, or the model output lacks keypoints.
     """
+    protocol = ScoringProtocol(
+        epi_err_thr=epi_err_thr,
+        ransac_pixel_thr=ransac_pixel_thr,
+        ransac_conf=ransac_conf,
+        auc_thresholds=tuple(thresholds),
+    )
     total: int | None = None
     if isinstance(dataset, Sized):
         total = len(dataset)
@@ -123,36 +113,17 @@ def evaluate(
         for index, sample in enumerate(dataset):
             if max_pairs is not None and index >= max_pairs:
                 break
-            missing = [
-                k
-                for k in ("K0", "K1", "T_0to1", "scale0", "scale1", "pair_names")
-                if k not in sample
-            ]
+            missing = [k for k in _REQUIRED if k not in sample]
             if missing:
                 raise EvaluationError(
                     f"pair {index} lacks {missing} (it has {sorted(sample)}); evaluation needs "
                     "MegaDepth-format samples with intrinsics, relative pose and scales"
                 )
-            batch = _unbatched(sample)
-            data = {k: batch[k].to(device) for k in _MODEL_KEYS if k in batch}
-            out = model(data)
-            if "keypoints0" not in out or "keypoints1" not in out:
-                raise EvaluationError(
-                    f"the model returned {sorted(out)}; expected keypoints0/keypoints1 (the "
-                    "loftr_core.model.LoFTR inference contract)"
-                )
-            names = sample["pair_names"]
-            metrics = pair_metrics(
-                out["keypoints0"],
-                out["keypoints1"],
-                _original_K(sample["K0"], sample["scale0"]),
-                _original_K(sample["K1"], sample["scale1"]),
-                sample["T_0to1"],
-                identifier=f"{names[0]}#{names[1]}",
-                epi_err_thr=epi_err_thr,
-                ransac_pixel_thr=ransac_pixel_thr,
-                ransac_conf=ransac_conf,
-            )
+            batch = collate([sample])
+            matches = match_batch(model, batch, device=device)
+            (metrics,) = score_batch(batch, matches, protocol)
+            if not isinstance(metrics, PairMetrics):  # pragma: no cover - keys checked above
+                raise EvaluationError(f"pair {index} was not scored as a pose pair")
             pairs.append(metrics)
             scene_ids.append(str(sample.get("scene_id", "")))
             pair_ids.append(int(sample.get("pair_id", index)))
@@ -160,7 +131,7 @@ def evaluate(
             bar.set_postfix(matches=metrics.num_matches)
     finally:
         bar.close()
-    summary = aggregate_metrics(pairs, thresholds=thresholds, epi_err_thr=epi_err_thr)
+    summary = summarize(pairs, protocol)
     return EvaluationResult(pairs=pairs, summary=summary, scene_ids=scene_ids, pair_ids=pair_ids)
 
 

@@ -1,6 +1,6 @@
 """Evaluation metrics of LoFTR (spec §6): epipolar precision, relative pose, pose AUC.
 
-The per-match geometry is :mod:`loftr_core.geometry` (shared with inference): the squared
+The per-match geometry is :mod:`loftr_core.api.geometry` (shared with inference): the squared
 symmetric epipolar distance, the RANSAC essential-matrix pose (0.5 px / mean focal length,
 confidence 0.99999, OpenCV called as the original calls it) and the angular pose errors. This
 module adds what evaluation needs on top:
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from loftr_core.geometry import estimate_pose, relative_pose_error, symmetric_epipolar_distance
+from loftr_core.api.geometry import estimate_pose, relative_pose_error, symmetric_epipolar_distance
 
 __all__ = [
     "EPI_ERR_THR",

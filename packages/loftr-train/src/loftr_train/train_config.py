@@ -13,6 +13,10 @@ take the defaults shown by ``loftr-train --print-config``)::
     checkpoint:  how often, where, which metric selects the best checkpoint
     logging:     run folder, TensorBoard, progress bar, per-rank sample-id logs
 
+Every section is a frozen dataclass validated in ``__post_init__``; a changed config is a new
+object (:meth:`TrainConfig.replace`, :meth:`TrainConfig.with_overrides`). The shipped configs
+and the model presets are listed by :func:`loftr_train.presets.list_presets`.
+
 Command-line overrides use dotted keys and YAML-parsed values, e.g. ``optim.canonical_lr=4e-3``
 ``schedule.milestones=[3,6]`` ``model.options.match_coarse.thr=0.1``. An unknown key anywhere is
 a :class:`~loftr_core.errors.ConfigError` that lists the valid keys of its section.
@@ -20,20 +24,20 @@ a :class:`~loftr_core.errors.ConfigError` that lists the valid keys of its secti
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import types
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import yaml
 
-from loftr_core.config import PRESETS, LoFTRConfig
 from loftr_core.errors import ConfigError
+from loftr_core.model.config import LoFTRConfig
+from loftr_train.config_parsing import apply_overrides, build_dataclass, freeze_dicts, plain
 from loftr_train.losses import LossConfig
+from loftr_train.presets import list_presets, model_preset, train_preset_path
 
 __all__ = [
     "CheckpointConfig",
@@ -50,8 +54,6 @@ __all__ = [
     "builtin_configs",
     "load_config",
 ]
-
-_CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
 def _choice(section: str, name: str, value: object, choices: Sequence[object]) -> None:
@@ -71,7 +73,7 @@ def _positive(section: str, name: str, value: float | int | None, allow_zero: bo
         )
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelConfig:
     """Which LoFTR to train.
 
@@ -86,7 +88,8 @@ class ModelConfig:
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _choice("model", "preset", self.preset, ["default", "modern", *PRESETS])
+        _choice("model", "preset", self.preset, list_presets("model"))
+        freeze_dicts(self, "options")
         try:
             self.build()  # validate the options now, not at the start of training
         except ConfigError as exc:
@@ -94,16 +97,11 @@ class ModelConfig:
 
     def build(self) -> LoFTRConfig:
         """The resolved, validated :class:`LoFTRConfig`."""
-        if self.preset == "default":
-            base = LoFTRConfig()
-        elif self.preset == "modern":
-            base = LoFTRConfig.modern()
-        else:
-            base = PRESETS[self.preset]()
+        base = model_preset(self.preset)
         return base.replace(**self.options) if self.options else base
 
 
-@dataclass
+@dataclass(frozen=True)
 class DataConfig:
     """Datasets and loaders.
 
@@ -146,12 +144,13 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _choice("data", "dataset", self.dataset, ["megadepth", "synthetic"])
+        freeze_dicts(self, "synthetic", "synthetic_train", "synthetic_val")
         for name in ("img_resize", "batch_size", "val_batch_size", "limit_val_pairs"):
             _positive("data", name, getattr(self, name))
         _positive("data", "num_workers", self.num_workers, allow_zero=True)
 
 
-@dataclass
+@dataclass(frozen=True)
 class SamplerConfig:
     """The scene-balanced training sampler (original ``RandomConcatSampler``).
 
@@ -174,7 +173,7 @@ class SamplerConfig:
         _positive("sampler", "repeat", self.repeat)
 
 
-@dataclass
+@dataclass(frozen=True)
 class OptimConfig:
     """Optimiser (spec section 7): ``lr = canonical_lr * true_batch_size / canonical_bs``.
 
@@ -199,7 +198,7 @@ class OptimConfig:
             _positive("optim", name, getattr(self, name), allow_zero=True)
 
 
-@dataclass
+@dataclass(frozen=True)
 class ScheduleConfig:
     """Warm-up then multi-step decay (spec section 7).
 
@@ -214,7 +213,7 @@ class ScheduleConfig:
     warmup_type: str = "linear"
     warmup_step: int = 1875
     warmup_ratio: float = 0.1
-    milestones: list[int] = field(default_factory=lambda: [8, 12, 16, 20, 24])
+    milestones: tuple[int, ...] = (8, 12, 16, 20, 24)
     gamma: float = 0.5
 
     def __post_init__(self) -> None:
@@ -222,6 +221,8 @@ class ScheduleConfig:
         _positive("schedule", "warmup_step", self.warmup_step, allow_zero=True)
         _positive("schedule", "warmup_ratio", self.warmup_ratio, allow_zero=True)
         _positive("schedule", "gamma", self.gamma)
+        if isinstance(self.milestones, list):
+            object.__setattr__(self, "milestones", tuple(self.milestones))
         if list(self.milestones) != sorted(self.milestones) or any(m < 1 for m in self.milestones):
             raise ConfigError(
                 f"invalid config value schedule.milestones={self.milestones!r}: allowed is an "
@@ -229,7 +230,7 @@ class ScheduleConfig:
             )
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainerConfig:
     """The loop.
 
@@ -283,7 +284,7 @@ class TrainerConfig:
         _positive("trainer", "val_every_n_epochs", self.val_every_n_epochs, allow_zero=True)
 
 
-@dataclass
+@dataclass(frozen=True)
 class CheckpointConfig:
     """Checkpointing.
 
@@ -307,7 +308,7 @@ class CheckpointConfig:
         _positive("checkpoint", "every_n_epochs", self.every_n_epochs)
 
 
-@dataclass
+@dataclass(frozen=True)
 class LoggingConfig:
     """What the run writes and shows.
 
@@ -330,9 +331,15 @@ class LoggingConfig:
         _positive("logging", "log_every_n_steps", self.log_every_n_steps)
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
-    """The whole training configuration (one dataclass per section)."""
+    """The whole training configuration (one frozen dataclass per section).
+
+    Every section is validated when it is built, and the whole when the sections are combined.
+    Change a config by building a new one: :meth:`replace` (sections given as dicts of changed
+    fields) or :meth:`with_overrides` (dotted ``key=value`` strings); shipped configs are
+    constructors too (:meth:`preset`).
+    """
 
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -354,150 +361,70 @@ class TrainConfig:
             )
 
     def to_dict(self) -> dict[str, Any]:
-        """A YAML/JSON-able nested dict of primitives (also what checkpoints store)."""
-        return dataclasses.asdict(self)
+        """A YAML/JSON-able nested dict of primitives, tuples as lists (what checkpoints store)."""
+        return typing.cast(dict[str, Any], plain(dataclasses.asdict(self)))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
         """Build and validate; unknown keys raise :class:`ConfigError` listing the valid ones."""
-        return typing.cast(TrainConfig, _build(cls, data, "config"))
+        return typing.cast(TrainConfig, build_dataclass(cls, data, "config"))
 
     def to_yaml(self) -> str:
         """The resolved configuration as YAML text."""
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
+    @classmethod
+    def preset(cls, name: str, overrides: Sequence[str] = ()) -> TrainConfig:
+        """A shipped training config (see :func:`loftr_train.presets.list_presets`).
 
-# ---------------------------------------------------------------------------------- type checks
-def _check_type(value: Any, hint: Any, where: str) -> Any:
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin is Union or origin is types.UnionType:
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _check_type(value, arg, where)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
-    if hint is Any:
-        return value
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"invalid config value {where}={value!r}: allowed is true or false")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"invalid config value {where}={value!r}: allowed is an integer")
-        return value
-    if hint is float:
-        if isinstance(value, str):  # YAML 1.1 reads ``1e-3`` (no dot) as a string
-            with contextlib.suppress(ValueError):
-                value = float(value)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"invalid config value {where}={value!r}: allowed is a number")
-        return float(value)
-    if hint is str:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            value = str(value)  # ``trainer.precision=32`` parses as an int
-        if not isinstance(value, str):
-            raise ConfigError(f"invalid config value {where}={value!r}: allowed is a string")
-        return value
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"invalid config value {where}={value!r}: allowed is a list")
-        return [_check_type(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"invalid config value {where}={value!r}: allowed is a mapping")
-        return dict(value)
-    raise ConfigError(f"{where}: unsupported config type {hint!r}")  # pragma: no cover
+        Raises:
+            ConfigError: unknown name (the message lists the shipped configs) or bad override.
+        """
+        return load_config(train_preset_path(name), overrides)
 
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A new, validated config with changes; a section may be a dict of its changed fields.
 
-def _build(cls: Any, data: Any, where: str) -> Any:
-    if data is None:
-        data = {}
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"config section {where!r} must be a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    valid = [f.name for f in fields(cls)]
-    unknown = sorted(set(data) - set(valid))
-    if unknown:
-        raise ConfigError(
-            f"unknown config key(s) {unknown} in section {where!r}; valid keys are {valid}"
-        )
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        hint = hints[key]
-        label = key if where == "config" else f"{where}.{key}"
-        if dataclasses.is_dataclass(hint):
-            kwargs[key] = _build(hint, value, label)
-        else:
-            kwargs[key] = _check_type(value, hint, label)
-    return cls(**kwargs)
+        Example: ``cfg.replace(trainer={"max_steps": 10}, logging={"run_dir": "runs/x"})``.
 
+        Raises:
+            ConfigError: unknown section or field, or an invalid value.
+        """
+        valid = [f.name for f in fields(self)]
+        unknown = sorted(set(changes) - set(valid))
+        if unknown:
+            raise ConfigError(f"unknown config section(s) {unknown}; valid sections are {valid}")
+        resolved: dict[str, Any] = {}
+        for key, value in changes.items():
+            if isinstance(value, Mapping):
+                section = getattr(self, key)
+                known = [f.name for f in fields(section)]
+                bad = sorted(set(value) - set(known))
+                if bad:
+                    raise ConfigError(
+                        f"unknown config key(s) {bad} in section {key!r}; valid keys are {known}"
+                    )
+                value = dataclasses.replace(section, **value)
+            resolved[key] = value
+        return dataclasses.replace(self, **resolved)
 
-# -------------------------------------------------------------------------------- overrides
-def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """Apply ``dotted.key=value`` overrides (values parsed as YAML) to a nested dict.
+    def with_overrides(self, overrides: Sequence[str]) -> TrainConfig:
+        """A new config with dotted ``key=value`` overrides (YAML values) applied.
 
-    Args:
-        data: the nested config dict (not modified).
-        overrides: strings like ``"optim.canonical_lr=4e-3"`` or ``"schedule.milestones=[3, 6]"``.
-
-    Returns:
-        A new nested dict. Unknown keys are left for :meth:`TrainConfig.from_dict` to reject.
-
-    Raises:
-        ConfigError: for a malformed override (no ``=`` or an empty key).
-    """
-    out = _deep_copy(data)
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        key = key.strip()
-        if not sep or not key or any(not part for part in key.split(".")):
-            raise ConfigError(
-                f"malformed override {item!r}: expected dotted.key=value, "
-                "e.g. optim.canonical_lr=4e-3"
-            )
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"override {item!r}: value is not valid YAML ({exc})") from exc
-        node: dict[str, Any] = out
-        parts = key.split(".")
-        for part in parts[:-1]:
-            child = node.get(part)
-            if not isinstance(child, dict):
-                child = {}
-                node[part] = child
-            node = child
-        node[parts[-1]] = value
-    return out
-
-
-def _deep_copy(data: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: _deep_copy(v) if isinstance(v, Mapping) else v for k, v in data.items()}
+        Raises:
+            ConfigError: malformed override, unknown key or invalid value.
+        """
+        return TrainConfig.from_dict(apply_overrides(self.to_dict(), overrides))
 
 
 def builtin_configs() -> list[str]:
-    """Names of the configs shipped with the package (``megadepth_outdoor_ds``...)."""
-    return sorted(p.stem for p in _CONFIG_DIR.glob("*.yaml"))
+    """Names of the shipped training configs (``list_presets("train")``)."""
+    return list_presets("train")
 
 
 def builtin_config_path(name: str) -> Path:
-    """Path of a shipped config by name (with or without ``.yaml``)."""
-    stem = name[:-5] if name.endswith(".yaml") else name
-    path = _CONFIG_DIR / f"{stem}.yaml"
-    if not path.is_file():
-        raise ConfigError(
-            f"no shipped config named {name!r}; shipped configs are {builtin_configs()} "
-            "(or pass the path of a YAML file)"
-        )
-    return path
+    """Path of a shipped config by name (:func:`loftr_train.presets.train_preset_path`)."""
+    return train_preset_path(name)
 
 
 def load_config(
@@ -518,7 +445,7 @@ def load_config(
     else:
         path = Path(source)
         if not path.is_file():
-            path = builtin_config_path(str(source))
+            path = train_preset_path(str(source))
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except (OSError, yaml.YAMLError) as exc:

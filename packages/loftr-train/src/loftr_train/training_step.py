@@ -6,13 +6,13 @@ the fine level. The forward runs under autocast when a reduced precision is conf
 is always computed in fp32.
 
 Also here: the module DDP wraps (:class:`TrainStepModule`, routing ``forward`` to
-``LoFTR.forward_train``), batch transfer and seeding helpers, and the test hooks of the trainer.
+``LoFTR.forward_train``), batch transfer and seeding helpers. The inference-path matches of
+validation come from :func:`loftr_train.scoring.match_batch`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,8 +30,6 @@ from loftr_train.losses import LoFTRLoss, LossOutput
 __all__ = [
     "StepOutput",
     "TrainStepModule",
-    "hook_fires",
-    "predict_matches",
     "seed_everything",
     "supervised_step",
     "to_device",
@@ -64,15 +62,6 @@ def to_device(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
         k: v.to(device, non_blocking=non_blocking) if isinstance(v, Tensor) else v
         for k, v in batch.items()
     }
-
-
-def hook_fires(name: str, step: int, rank: int) -> bool:
-    """Whether the test hook ``name`` (env ``"step"`` or ``"step:rank"``) fires here."""
-    raw = os.environ.get(name)
-    if not raw:
-        return False
-    s, _, r = raw.partition(":")
-    return int(s) == step and (r == "" or int(r) == rank)
 
 
 @dataclass(frozen=True)
@@ -132,32 +121,3 @@ def supervised_step(
         out, sup.conf_matrix_gt, expec_f_gt, mask0=data.get("mask0"), mask1=data.get("mask1")
     )
     return StepOutput(loss=loss, outputs=out, num_gt=sup.num_matches)
-
-
-_MODEL_INPUTS = ("image0", "image1", "mask0", "mask1", "scale0", "scale1")
-
-
-@torch.no_grad()
-def predict_matches(
-    model: LoFTR, data: Mapping[str, Any], amp_dtype: torch.dtype | None = None
-) -> dict[str, Tensor]:
-    """The inference-path matches of a batch, under the training-path key names.
-
-    The training path caps and resamples predictions to the fine-level budget (spec section 5.3),
-    so validation metrics come from ``LoFTR.forward`` instead (as the original's eval mode).
-
-    Returns:
-        ``m_bids`` ``(M,)`` int64, ``mkpts0_f`` / ``mkpts1_f`` ``(M, 2)`` float32 pixels of the
-        ORIGINAL images (the batch's ``scale0``/``scale1`` are applied), ``mconf`` ``(M,)``.
-    """
-    autocast: Any = contextlib.nullcontext()
-    if amp_dtype is not None:
-        autocast = torch.autocast(data["image0"].device.type, dtype=amp_dtype)
-    with autocast:
-        out = model({k: data[k] for k in _MODEL_INPUTS if k in data})
-    return {
-        "m_bids": out["batch_indexes"],
-        "mkpts0_f": out["keypoints0"].float(),
-        "mkpts1_f": out["keypoints1"].float(),
-        "mconf": out["confidence"].float(),
-    }
