@@ -226,10 +226,11 @@ def test_matcher_from_checkpoint_lowers_thr(tmp_path: Path) -> None:
     )
     path = save_native(LoFTR(config), tmp_path / "t.safetensors")
     matcher = Matcher.from_checkpoint(path, threshold=0.0, attention="full")
-    assert matcher.model.config.match_coarse.thr == 0.0
+    assert matcher.threshold == 0.0  # applied by the model's coarse matching, call by call
+    assert matcher.model.config.match_coarse.thr == 0.2  # the stored config is untouched
     assert matcher.model.config.coarse.attention == "full"
     img = torch.rand(64, 80)
-    assert len(matcher.match(img, img)) > 0
+    assert len(matcher.match(img, img)) > len(Matcher.from_checkpoint(path).match(img, img))
 
 
 def test_kornia_model_state_dict_loads(tmp_path: Path) -> None:

@@ -198,6 +198,7 @@ def test_loftr_eval_reports_bad_inputs(
     base = ["--data-root", str(sample_root), "--scene-info", str(sample_root / "sample.npz")]
     assert main([str(tmp_path / "missing.ckpt"), *base, "--pair-ids", "0"]) == 2
     assert "missing.ckpt" in capsys.readouterr().err
+    (tmp_path / "x.ckpt").write_bytes(b"not read: the data errors come first")
     assert main([str(tmp_path / "x.ckpt"), *base, "--pair-ids", "zero"]) == 2
     assert "--pair-ids" in capsys.readouterr().err
     # Pair 1 of sample.npz references images that are not shipped.

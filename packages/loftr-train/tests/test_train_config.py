@@ -83,7 +83,6 @@ def test_apply_overrides_does_not_mutate_input() -> None:
         ("data.batch_size=two", "allowed is an integer"),
         ("data.batch_size=0", "> 0"),
         ("schedule.milestones=[5, 3]", "increasing"),
-        ("loss.sparse_spvs=false", "sparse_spvs"),
         ("nonsense", "dotted.key=value"),
     ],
 )

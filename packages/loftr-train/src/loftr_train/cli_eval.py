@@ -5,48 +5,66 @@ Examples::
     # MegaDepth-1500 (images under ROOT/Undistorted_SfM/..., index from zju3dv/LoFTR assets)
     loftr-eval outdoor_ds.ckpt --data-root data/megadepth/test \\
         --index-dir assets/megadepth_test_1500_scene_info --output md1500.jsonl
-
     # any scene-info file, a subset of its pairs, at a smaller size
     loftr-eval model.safetensors --data-root ../shared/data/megadepth_sample \\
         --scene-info ../shared/data/megadepth_sample/sample.npz --pair-ids 0 --img-resize 320
 
 Prints a table of AUC@5/10/20 (percent), epipolar precision and match counts, shows a tqdm
-progress bar, and writes one JSON line per pair to ``--output``. Exit status 0 on success, 2 when
-an input is unusable (the message says which and how to fix it).
+progress bar, and with ``--output`` writes one JSON line per pair (checked writable before the
+evaluation starts; if the write still fails, the results go to a temporary file that the error
+names). Errors follow the policy of every loftr command (:mod:`loftr_core.cli.runner`): exit
+status 0 on success, 2 with one line saying what to fix, 1 on an internal error.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import sys
+import os
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from loftr_core.api.checkpoint import load_model, read_checkpoint, resolve_config
-from loftr_core.errors import LoftrError
+from loftr_core.api.checkpoint import load_model
+from loftr_core.api.devices import resolve_device, resolve_dtype
+from loftr_core.cli.runner import (
+    SHARED,
+    add_shared,
+    check_output,
+    check_readable,
+    execution_options,
+    new_parser,
+    positive_int,
+    run,
+)
 from loftr_data import MegaDepthDataset, megadepth1500
 from loftr_data.errors import LoftrDataError
+from loftr_train import __version__
 from loftr_train.errors import EvaluationError
-from loftr_train.evaluation import evaluate, format_table, write_pair_results
+from loftr_train.evaluation import EvaluationResult, evaluate, format_table, write_pair_results
 
 __all__ = ["build_parser", "main"]
 
-logger = logging.getLogger(__name__)
+PROG = "loftr-eval"
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``loftr-eval``."""
-    p = argparse.ArgumentParser(
-        prog="loftr-eval",
-        description="Evaluate a LoFTR checkpoint on MegaDepth-format pairs (pose AUC@5/10/20, "
-        "epipolar precision, match counts).",
+    p = new_parser(
+        PROG,
+        "Evaluate a LoFTR checkpoint on MegaDepth-format pairs (pose AUC@5/10/20, epipolar "
+        "precision, match counts).",
+        __version__,
     )
     p.add_argument(
-        "checkpoint", type=Path, help="official .ckpt, kornia state dict or native .safetensors"
+        "checkpoint",
+        nargs="?",
+        type=Path,
+        help="official .ckpt, kornia state dict, native .safetensors or a loftr-train checkpoint "
+        "(or --weights)",
     )
     p.add_argument(
         "--data-root", type=Path, required=True, help="dataset root the index paths are relative to"
@@ -62,22 +80,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--pair-ids", type=str, default=None, help="comma-separated pair indices of --scene-info"
     )
     p.add_argument(
-        "--img-resize", type=int, default=840, help="long side of the resized images (default 840)"
+        "--img-resize",
+        type=positive_int,
+        default=840,
+        help="long side of the resized images (default 840)",
     )
     p.add_argument(
-        "--preset", default=None, help="model preset (default: stored config or inferred)"
+        "--max-pairs", type=positive_int, default=None, help="evaluate only the first N pairs"
     )
-    p.add_argument("--thr", type=float, default=None, help="override the coarse matching threshold")
-    p.add_argument("--attention", default=None, help="override the attention backend (e.g. sdpa)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--max-pairs", type=int, default=None, help="evaluate only the first N pairs")
     p.add_argument(
-        "--output",
-        type=Path,
-        default=Path("loftr_eval_pairs.jsonl"),
-        help="per-pair JSON Lines file",
+        "--output", type=Path, default=None, help="write per-pair results here (JSON Lines)"
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_shared(p, SHARED)
     return p
 
 
@@ -114,38 +129,61 @@ def _dataset(args: argparse.Namespace) -> Any:
     )
 
 
-def _model(args: argparse.Namespace) -> torch.nn.Module:
-    if args.thr is None:
-        return load_model(
-            args.checkpoint, args.preset, device=args.device, attention=args.attention
-        )
-    config, _ = resolve_config(read_checkpoint(args.checkpoint), args.preset)
-    config = config.replace(match_coarse={"thr": args.thr})
-    return load_model(args.checkpoint, config, device=args.device, attention=args.attention)
+def _model(args: argparse.Namespace, weights: Path) -> torch.nn.Module:
+    return load_model(
+        weights,
+        args.preset,
+        device=args.device,
+        attention=args.attention,
+        overrides=None if args.thr is None else {"match_coarse": {"thr": args.thr}},
+        options=execution_options(args),
+    )
+
+
+def _write(result: EvaluationResult, path: Path) -> Path:
+    """Write the per-pair results; on failure keep them in a temporary file and say where."""
+    try:
+        return write_pair_results(result, path)
+    except OSError as exc:
+        fd, fallback = tempfile.mkstemp(prefix="loftr_eval_pairs_", suffix=".jsonl")
+        os.close(fd)
+        write_pair_results(result, fallback)
+        raise EvaluationError(
+            f"cannot write --output {str(path)!r} ({exc.strerror or exc}); the per-pair results "
+            f"are kept in {fallback}"
+        ) from exc
+
+
+def _run(args: argparse.Namespace) -> int:
+    weights = args.weights if args.weights is not None else args.checkpoint
+    if weights is None:
+        raise EvaluationError("give the checkpoint to evaluate (CHECKPOINT or --weights PATH)")
+    if args.weights is not None and args.checkpoint is not None:
+        raise EvaluationError("give the checkpoint once: CHECKPOINT or --weights, not both")
+    check_readable(Path(weights), "checkpoint file")
+    if args.output is not None:  # before the (long) evaluation
+        check_output(args.output, "--output")
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
+    dataset = _dataset(args)
+    model = _model(args, Path(weights))
+    result = evaluate(
+        model,
+        dataset,
+        device=device,
+        dtype=None if dtype == torch.float32 else dtype,
+        max_pairs=args.max_pairs,
+        progress=not args.no_progress,
+    )
+    print(format_table(result.summary))  # the table first: never lost to a failed write
+    if args.output is not None:
+        print(f"per-pair results: {_write(result, args.output)}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``loftr-eval``; returns the exit status."""
-    args = build_parser().parse_args(argv)
-    try:
-        if args.max_pairs is not None and args.max_pairs <= 0:
-            raise EvaluationError(f"--max-pairs must be a positive int, got {args.max_pairs}")
-        dataset = _dataset(args)
-        model = _model(args)
-        result = evaluate(
-            model,
-            dataset,
-            device=args.device,
-            max_pairs=args.max_pairs,
-            progress=not args.no_progress,
-        )
-        out = write_pair_results(result, args.output)
-    except (LoftrError, LoftrDataError) as exc:
-        print(f"loftr-eval: error: {exc}", file=sys.stderr)
-        return 2
-    print(format_table(result.summary))
-    print(f"per-pair results: {out}")
-    return 0
+    """Run ``loftr-eval``; returns the exit status (0 ok, 2 bad input, 1 a bug)."""
+    return run(build_parser(), _run, argv, user_errors=(LoftrDataError,), log_level=logging.INFO)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -59,6 +59,7 @@ def evaluate(
     dataset: Iterable[Mapping[str, Any]],
     *,
     device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
     max_pairs: int | None = None,
     progress: bool = True,
     epi_err_thr: float = EPI_ERR_THR,
@@ -81,6 +82,7 @@ def evaluate(
             ``loftr_data.megadepth1500``): they need ``K0``, ``K1``, ``T_0to1``, ``scale0``,
             ``scale1`` and ``pair_names``; depth is not needed.
         device: where the model runs.
+        dtype: autocast dtype (``torch.bfloat16`` / ``torch.float16``), None for fp32.
         max_pairs: evaluate only the first ``max_pairs`` pairs.
         progress: show a tqdm progress bar (stderr).
         epi_err_thr: epipolar precision threshold.
@@ -120,7 +122,7 @@ def evaluate(
                     "MegaDepth-format samples with intrinsics, relative pose and scales"
                 )
             batch = collate([sample])
-            matches = match_batch(model, batch, device=device)
+            matches = match_batch(model, batch, device=device, amp_dtype=dtype)
             (metrics,) = score_batch(batch, matches, protocol)
             if not isinstance(metrics, PairMetrics):  # pragma: no cover - keys checked above
                 raise EvaluationError(f"pair {index} was not scored as a pose pair")

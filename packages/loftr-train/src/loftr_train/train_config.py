@@ -25,6 +25,7 @@ a :class:`~loftr_core.errors.ConfigError` that lists the valid keys of its secti
 from __future__ import annotations
 
 import dataclasses
+import logging
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -34,10 +35,12 @@ from typing import Any
 import yaml
 
 from loftr_core.errors import ConfigError
-from loftr_core.model.config import LoFTRConfig
+from loftr_core.model.config import LoFTRConfig, drop_legacy_keys
 from loftr_train.config_parsing import apply_overrides, build_dataclass, freeze_dicts, plain
 from loftr_train.losses import LossConfig
 from loftr_train.presets import list_presets, model_preset, train_preset_path
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "CheckpointConfig",
@@ -98,7 +101,14 @@ class ModelConfig:
     def build(self) -> LoFTRConfig:
         """The resolved, validated :class:`LoFTRConfig`."""
         base = model_preset(self.preset)
-        return base.replace(**self.options) if self.options else base
+        options, dropped = drop_legacy_keys(self.options)
+        if dropped:  # run configs written before the model/execution split
+            logger.warning(
+                "model.options: ignoring %s (not model settings: execution options are "
+                "loftr_core.ExecutionOptions, sparse_spvs is loss.sparse_spvs)",
+                ", ".join(dropped),
+            )
+        return base.replace(**options) if options else base
 
 
 @dataclass(frozen=True)
@@ -350,15 +360,6 @@ class TrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
-
-    def __post_init__(self) -> None:
-        sparse = self.model.build().match_coarse.sparse_spvs
-        if self.loss.sparse_spvs != sparse:
-            raise ConfigError(
-                f"loss.sparse_spvs={self.loss.sparse_spvs} differs from the model's "
-                f"match_coarse.sparse_spvs={sparse}; the original uses one flag for both: set "
-                "loss.sparse_spvs and model.options.match_coarse.sparse_spvs to the same value"
-            )
 
     def to_dict(self) -> dict[str, Any]:
         """A YAML/JSON-able nested dict of primitives, tuples as lists (what checkpoints store)."""

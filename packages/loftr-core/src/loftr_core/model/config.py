@@ -42,6 +42,7 @@ __all__ = [
     "MatchCoarseConfig",
     "TransformerConfig",
     "check_thr",
+    "drop_legacy_keys",
 ]
 
 LAYER_NAMES = ("self", "cross")
@@ -53,11 +54,28 @@ LEGACY_KEYS: dict[str, frozenset[str]] = {
     "resnetfpn": frozenset({"channels_last", "fold_batchnorm", "fine_branch_dtype"}),
     "coarse": frozenset({"d_ffn", "compute_dtype", "onednn_linear"}),
     "fine": frozenset({"d_ffn", "compute_dtype", "onednn_linear"}),
-    "match_coarse": frozenset({"max_chunk_elements", "cuda_max_chunk_elements", "onednn_matmul"}),
+    "match_coarse": frozenset(
+        {"sparse_spvs", "max_chunk_elements", "cuda_max_chunk_elements", "onednn_matmul"}
+    ),
 }
 """Keys that configs (and so checkpoints) written by earlier versions may hold and that are not
-part of the model: the original's unused ``d_ffn`` and the execution options now in
-:class:`loftr_core.ExecutionOptions`. ``from_dict`` accepts and ignores them (logged at debug)."""
+part of the model: the original's unused ``d_ffn``, ``sparse_spvs`` (a loss setting:
+``loftr_train.LossConfig.sparse_spvs``) and the execution options now in
+:class:`loftr_core.ExecutionOptions`. ``from_dict`` accepts and ignores them (logged at debug);
+``replace`` refuses them with that hint."""
+
+
+def drop_legacy_keys(data: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """``data`` (a nested config dict) without :data:`LEGACY_KEYS`, and the dotted keys dropped."""
+    kept: dict[str, Any] = {}
+    dropped: list[str] = []
+    for key, value in data.items():
+        legacy = LEGACY_KEYS.get(key, frozenset())
+        if isinstance(value, Mapping) and legacy:
+            dropped += [f"{key}.{k}" for k in sorted(set(value) & legacy)]
+            value = {k: v for k, v in value.items() if k not in legacy}
+        kept[key] = value
+    return kept, dropped
 
 
 def _fail(name: str, value: object, allowed: str, fix: str = "") -> ConfigError:
@@ -242,7 +260,6 @@ class MatchCoarseConfig:
         skh_prefilter: in eval, drop rows/columns whose best entry is the dustbin.
         train_coarse_percent: share of the candidates kept for fine training (spec §5.3).
         train_pad_num_gt_min: minimum number of ground-truth pads in training.
-        sparse_spvs: sparse supervision (the OT path then returns ``conf_matrix_with_bin``).
     """
 
     thr: float = 0.2
@@ -254,7 +271,6 @@ class MatchCoarseConfig:
     skh_prefilter: bool = False
     train_coarse_percent: float = 0.2
     train_pad_num_gt_min: int = 200
-    sparse_spvs: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "thr", check_thr(self.thr, "MatchCoarseConfig.thr"))
@@ -266,7 +282,6 @@ class MatchCoarseConfig:
         _bool(self, "skh_prefilter")
         _float(self, "train_coarse_percent", 0.0, 1.0, lo_open=True, hi_open=False)
         _int(self, "train_pad_num_gt_min", 0)
-        _bool(self, "sparse_spvs")
 
 
 _SECTIONS: dict[str, type[Any]] = {
@@ -281,19 +296,26 @@ def _section_from_dict(cls: Any, data: Any, where: str) -> Any:
     valid = [f.name for f in fields(cls)]
     if not isinstance(data, Mapping):
         raise _fail(where, data, f"a mapping with keys from {valid}")
-    legacy = sorted(set(data) & LEGACY_KEYS.get(where, frozenset()))
-    if legacy:
-        logger.debug("config section %r: ignoring %s (not part of the model)", where, legacy)
-    kept = {k: v for k, v in data.items() if k not in legacy}
-    _check_known(kept, valid, where)
-    return cls(**kept)
+    kept, dropped = drop_legacy_keys({where: data})
+    if dropped:
+        logger.debug("config: ignoring %s (not part of the model)", dropped)
+    _check_known(kept[where], valid, where)
+    return cls(**kept[where])
 
 
 def _check_known(given: Iterable[str], valid: list[str], where: str) -> None:
     """Raise a :class:`ConfigError` naming every key of ``given`` not in ``valid``."""
     unknown = sorted(set(given) - set(valid))
     if unknown:
-        raise ConfigError(f"unknown config key(s) {unknown} in {where!r}; valid keys are {valid}")
+        hint = ""
+        if set(unknown) & LEGACY_KEYS.get(where, frozenset()):
+            hint = (
+                " (how the model runs is not part of its config: set it with "
+                "loftr_core.ExecutionOptions; sparse_spvs is loftr_train.LossConfig's)"
+            )
+        raise ConfigError(
+            f"unknown config key(s) {unknown} in {where!r}; valid keys are {valid}{hint}"
+        )
 
 
 def _to_jsonable(value: Any) -> Any:
