@@ -55,6 +55,10 @@ def _eval_args(sample_root: Path, ckpt: Path, *extra: str) -> list[str]:
     return [str(ckpt), "--data-root", str(sample_root), "--scene-info", str(scene), *extra]
 
 
+def _match_args(work: dict[str, Path], *extra: str) -> list[str]:
+    return [str(work["image"]), str(work["image"]), "--weights", str(work["ckpt"]), *extra]
+
+
 CASES: list[tuple[str, Callable[[dict[str, Path], Path], list[str]]]] = [
     # the cases named in issue 13
     ("loftr-eval", lambda w, s: _eval_args(s, w["ckpt"], "--attention", "nope")),
@@ -64,40 +68,10 @@ CASES: list[tuple[str, Callable[[dict[str, Path], Path], list[str]]]] = [
     ),
     ("loftr-convert", lambda w, s: [str(w["ckpt"]), str(w["folder"])]),
     # the shared options, validated alike everywhere
-    (
-        "loftr-match",
-        lambda w, s: [
-            str(w["image"]),
-            str(w["image"]),
-            "--weights",
-            str(w["ckpt"]),
-            "--thr",
-            "1.5",
-        ],
-    ),
+    ("loftr-match", lambda w, s: _match_args(w, "--thr", "1.5")),
     ("loftr-eval", lambda w, s: _eval_args(s, w["ckpt"], "--thr", "1.5")),
-    (
-        "loftr-match",
-        lambda w, s: [
-            str(w["image"]),
-            str(w["image"]),
-            "--weights",
-            str(w["ckpt"]),
-            "--attention",
-            "nope",
-        ],
-    ),
-    (
-        "loftr-match",
-        lambda w, s: [
-            str(w["image"]),
-            str(w["image"]),
-            "--weights",
-            str(w["ckpt"]),
-            "--device",
-            "cuda:7",
-        ],
-    ),
+    ("loftr-match", lambda w, s: _match_args(w, "--attention", "nope")),
+    ("loftr-match", lambda w, s: _match_args(w, "--device", "cuda:7")),
     ("loftr-eval", lambda w, s: _eval_args(s, w["ckpt"], "--device", "tpu")),
     (
         "loftr-match",
@@ -107,51 +81,11 @@ CASES: list[tuple[str, Callable[[dict[str, Path], Path], list[str]]]] = [
         "loftr-convert",
         lambda w, s: [str(w["ckpt"]), str(w["root"] / "o.safetensors"), "--preset", "nope"],
     ),
-    (
-        "loftr-match",
-        lambda w, s: [
-            str(w["image"]),
-            str(w["image"]),
-            "--weights",
-            str(w["ckpt"]),
-            "--exec-option",
-            "nope=1",
-        ],
-    ),
-    (
-        "loftr-match",
-        lambda w, s: [
-            str(w["image"]),
-            str(w["image"]),
-            "--weights",
-            str(w["ckpt"]),
-            "--exec-option",
-            "fine_chunk_matches=0",
-        ],
-    ),
+    ("loftr-match", lambda w, s: _match_args(w, "--exec-option", "nope=1")),
+    ("loftr-match", lambda w, s: _match_args(w, "--exec-option", "fine_chunk_matches=0")),
     # unwritable or misplaced outputs, found before any work
-    (
-        "loftr-match",
-        lambda w, s: [
-            str(w["image"]),
-            str(w["image"]),
-            "--weights",
-            str(w["ckpt"]),
-            "--save",
-            str(w["folder"] / "x.txt"),
-        ],
-    ),
-    (
-        "loftr-match",
-        lambda w, s: [
-            str(w["image"]),
-            str(w["image"]),
-            "--weights",
-            str(w["ckpt"]),
-            "--out",
-            "/proc/nope/m.png",
-        ],
-    ),
+    ("loftr-match", lambda w, s: _match_args(w, "--save", str(w["folder"] / "x.txt"))),
+    ("loftr-match", lambda w, s: _match_args(w, "--out", "/proc/nope/m.png")),
     (
         "loftr-convert",
         lambda w, s: [str(w["root"] / "missing.ckpt"), str(w["root"] / "o.safetensors")],
@@ -283,3 +217,27 @@ def test_a_full_disk_inside_torch_is_a_user_error(capsys: pytest.CaptureFixture[
         exc.__context__ = OSError(errno.ENOSPC, "No space left on device", "/runs/x/last.ckpt")
         assert report("loftr-train", exc) == 2
     _one_error_line(capsys.readouterr().err, "loftr-train")
+
+
+def test_a_broken_plugin_is_one_line_naming_it(work: dict[str, Path], tmp_path: Path) -> None:
+    """An installed attention plugin that fails to import: the command says which, in one line."""
+    info = tmp_path / "fake_broken-0.3.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fake-broken\nVersion: 0.3\n")
+    (info / "entry_points.txt").write_text(
+        "[loftr_attention.backends]\nfake_broken_ep = fake_broken_plugin\n"
+    )
+    (tmp_path / "fake_broken_plugin.py").write_text("import no_such_module_xyz\n")
+    env = {k: v for k, v in os.environ.items() if k != "LOFTR_ATTENTION_DISABLE_PLUGIN_AUTOLOAD"}
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env.get("PYTHONPATH", "")])
+    for extra in ([], ["--attention", "full"]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "loftr_core.cli.match", *_match_args(work, *extra)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+        )
+        assert proc.returncode == 2, proc.stderr
+        _one_error_line(proc.stderr, "loftr-match")
+        assert "fake-broken" in proc.stderr and "no_such_module_xyz" in proc.stderr

@@ -135,10 +135,12 @@ def dual_softmax_confidence(
         ``(N, L, S)`` float32 (float64 for float64 features), 0 at masked pairs.
     """
     ex = Execution() if execution is None else execution
-    sim = similarity(feat0, feat1, ex) / temperature
+    # in place on the fresh product (autograd keeps the product's inputs and the softmaxes'
+    # outputs, never these): one (N, L, S) buffer less at the peak
+    sim = similarity(feat0, feat1, ex).div_(temperature)
     invalid = _invalid(mask0, mask1)
     if invalid is not None:
-        sim = sim.masked_fill(invalid, MASK_FILL)
+        sim.masked_fill_(invalid, MASK_FILL)
     if torch.is_grad_enabled() and sim.requires_grad:
         conf = ex.softmax(sim, dim=1) * F.softmax(sim, dim=2)
     else:  # the same product in place (a * b == b * a bitwise): one (N, L, S) buffer less

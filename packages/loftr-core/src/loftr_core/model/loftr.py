@@ -206,7 +206,7 @@ class LoFTR(nn.Module):
     def _use(root: nn.Module, execution: Execution) -> None:
         for mod in root.modules():
             if "execution" in vars(mod):
-                mod.execution = execution
+                vars(mod)["execution"] = execution  # a plain attribute, not a submodule
 
     def compile_stages(self, **compile_kwargs: Any) -> LoFTR:
         """``torch.compile`` the dense stages in place; the data-dependent part stays eager.

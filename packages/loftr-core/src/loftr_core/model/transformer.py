@@ -151,7 +151,7 @@ class LocalFeatureTransformer(nn.Module):
         self.layers = nn.ModuleList(copy.deepcopy(layer) for _ in self.layer_names)
         ex = Execution() if execution is None else execution
         for each in self.layers:
-            each.execution = ex
+            cast(LoFTREncoderLayer, each).execution = ex
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
