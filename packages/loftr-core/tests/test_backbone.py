@@ -49,7 +49,7 @@ def test_backbone_equals_kornia_backbone(randomize_batchnorm: Callable[..., None
     ref = kornia_fpn.ResNetFPN_8_2({"initial_dim": 128, "block_dims": [128, 196, 256]}).eval()
     randomize_batchnorm(ref)
     # NCHW, BN unfolded (the reference rounding) is bitwise kornia's; the CPU defaults
-    # (channels-last, folded BN) are checked against it in test_speed_options.py
+    # (channels-last, folded BN) are checked against it in test_execution.py
     ours = ResNetFPN(BackboneConfig(), Execution(ExecutionOptions.reference())).eval()
     ours.load_state_dict(ref.state_dict(), strict=True)
     x = torch.rand(2, 1, 64, 96)

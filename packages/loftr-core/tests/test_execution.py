@@ -49,9 +49,24 @@ def test_options_are_not_part_of_the_model_or_its_checkpoint() -> None:
     keys = list(net.state_dict())
     assert keys == list(LoFTR(cfg).state_dict())
     net.set_options(ExecutionOptions(fine_chunk_matches=3))
-    assert all(
-        m.execution.options.fine_chunk_matches == 3 for m in net.modules() if "execution" in vars(m)
-    )
+    holders = [m for m in net.modules() if "execution" in vars(m)]
+    # the model, the backbone and its 6 blocks, the 8 + 2 transformer layers, coarse matching
+    assert len(holders) == 1 + 1 + 6 + 10 + 1
+    assert all(m.execution.options.fine_chunk_matches == 3 for m in holders)
+
+
+def test_set_options_keeps_the_compiled_fine_stage_dynamic() -> None:
+    """compile_stages() (lazy: nothing compiles until a call) marks the fine graph dynamic; later
+    options must keep it so, or oneDNN's shape guards would recompile it per match count."""
+    net = LoFTR(LoFTRConfig.outdoor_ds())
+    assert not net.compiled
+    net.compile_stages()
+    net.set_options(ExecutionOptions(fine_chunk_matches=5))
+    fine = [m.execution for m in net.loftr_fine.modules() if "execution" in vars(m)]
+    coarse = [m.execution for m in net.loftr_coarse.modules() if "execution" in vars(m)]
+    assert net.compiled and fine and coarse
+    assert all(e.dynamic_shapes and e.options.fine_chunk_matches == 5 for e in fine)
+    assert not any(e.dynamic_shapes for e in coarse)
 
 
 @pytest.mark.parametrize("setting", [True, "auto"])

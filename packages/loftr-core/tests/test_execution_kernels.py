@@ -93,3 +93,28 @@ def test_coarse_matching_same_matches_with_onednn_scores(
     assert torch.equal(out.b_ids, ref.b_ids) and torch.equal(out.i_ids, ref.i_ids)
     assert torch.equal(out.j_ids, ref.j_ids)
     torch.testing.assert_close(out.mconf, ref.mconf, atol=1e-5, rtol=0)
+
+
+def test_optimal_transport_inference_same_matches_with_onednn_scores(
+    calls: list[tuple[int, ...]],
+) -> None:
+    """Under no_grad the OT matcher's score matrix takes the oneDNN route too: same matches."""
+    from loftr_core.model.coarse_matching import CoarseMatching
+    from loftr_core.model.config import MatchCoarseConfig
+
+    torch.manual_seed(0)
+    f0 = torch.randn(1, 60, 32)
+    f1 = torch.cat([f0[:, 10:50] + 0.05 * torch.randn(1, 40, 32), torch.randn(1, 30, 32)], dim=1)
+    keep0 = border_keep(1, 6, 10, 0, None, f0.device)
+    keep1 = border_keep(1, 7, 10, 0, None, f0.device)
+    config = MatchCoarseConfig(match_type="sinkhorn", thr=0.01, border_rm=0)
+    blas = CoarseMatching(config, Execution(ExecutionOptions(onednn=False)))
+    fast = CoarseMatching(config, Execution())
+    fast.load_state_dict(blas.state_dict())
+    with torch.no_grad():
+        ref = blas(f0, f1, keep0, keep1)
+        assert not calls
+        out = fast(f0, f1, keep0, keep1)
+    assert calls and ref.i_ids.numel() >= 20
+    assert torch.equal(out.i_ids, ref.i_ids) and torch.equal(out.j_ids, ref.j_ids)
+    torch.testing.assert_close(out.mconf, ref.mconf, atol=1e-5, rtol=0)

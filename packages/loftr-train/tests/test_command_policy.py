@@ -59,39 +59,45 @@ def _match_args(work: dict[str, Path], *extra: str) -> list[str]:
     return [str(work["image"]), str(work["image"]), "--weights", str(work["ckpt"]), *extra]
 
 
-CASES: list[tuple[str, Callable[[dict[str, Path], Path], list[str]]]] = [
+CASES: list[tuple[str, Callable[[dict[str, Path], Path], list[str]], str]] = [
     # the cases named in issue 13
-    ("loftr-eval", lambda w, s: _eval_args(s, w["ckpt"], "--attention", "nope")),
+    ("loftr-eval", lambda w, s: _eval_args(s, w["ckpt"], "--attention", "nope"), "'nope'"),
     (
         "loftr-eval",
         lambda w, s: _eval_args(s, w["ckpt"], "--pair-ids", "0", "--output", "/proc/nope/o.jsonl"),
+        "/proc/nope/o.jsonl",
     ),
-    ("loftr-convert", lambda w, s: [str(w["ckpt"]), str(w["folder"])]),
+    ("loftr-convert", lambda w, s: [str(w["ckpt"]), str(w["folder"])], "a_folder"),
     # the shared options, validated alike everywhere
-    ("loftr-match", lambda w, s: _match_args(w, "--thr", "1.5")),
-    ("loftr-eval", lambda w, s: _eval_args(s, w["ckpt"], "--thr", "1.5")),
-    ("loftr-match", lambda w, s: _match_args(w, "--attention", "nope")),
-    ("loftr-match", lambda w, s: _match_args(w, "--device", "cuda:7")),
-    ("loftr-eval", lambda w, s: _eval_args(s, w["ckpt"], "--device", "tpu")),
-    (
-        "loftr-match",
-        lambda w, s: [str(w["image"]), str(w["image"]), "--weights", str(w["root"] / "none.ckpt")],
-    ),
+    ("loftr-match", lambda w, s: _match_args(w, "--thr", "1.5"), "1.5"),
+    ("loftr-eval", lambda w, s: _eval_args(s, w["ckpt"], "--thr", "1.5"), "1.5"),
+    ("loftr-match", lambda w, s: _match_args(w, "--attention", "nope"), "'nope'"),
+    ("loftr-match", lambda w, s: _match_args(w, "--device", "cuda:7"), "cuda:7"),
+    ("loftr-eval", lambda w, s: _eval_args(s, w["ckpt"], "--device", "tpu"), "tpu"),
+    ("loftr-match", lambda w, s: [*_match_args(w)[:3], str(w["root"] / "none.ckpt")], "none.ckpt"),
     (
         "loftr-convert",
         lambda w, s: [str(w["ckpt"]), str(w["root"] / "o.safetensors"), "--preset", "nope"],
+        "'nope'",
     ),
-    ("loftr-match", lambda w, s: _match_args(w, "--exec-option", "nope=1")),
-    ("loftr-match", lambda w, s: _match_args(w, "--exec-option", "fine_chunk_matches=0")),
+    ("loftr-match", lambda w, s: _match_args(w, "--exec-option", "nope=1"), "nope=1"),
+    (
+        "loftr-match",
+        lambda w, s: _match_args(w, "--exec-option", "fine_chunk_matches=0"),
+        "fine_chunk_matches=0",
+    ),
     # unwritable or misplaced outputs, found before any work
-    ("loftr-match", lambda w, s: _match_args(w, "--save", str(w["folder"] / "x.txt"))),
-    ("loftr-match", lambda w, s: _match_args(w, "--out", "/proc/nope/m.png")),
+    ("loftr-match", lambda w, s: _match_args(w, "--save", str(w["folder"] / "x.txt")), ".npz"),
+    ("loftr-match", lambda w, s: _match_args(w, "--out", "/proc/nope/m.png"), "/proc/nope"),
     (
         "loftr-convert",
         lambda w, s: [str(w["root"] / "missing.ckpt"), str(w["root"] / "o.safetensors")],
+        "missing.ckpt",
     ),
-    ("loftr-eval", lambda w, s: _eval_args(s, w["root"] / "missing.ckpt")),
+    ("loftr-eval", lambda w, s: _eval_args(s, w["root"] / "missing.ckpt"), "missing.ckpt"),
 ]
+"""(command, its arguments, what its one error line must name)"""
+
 
 MAINS: dict[str, Callable[[Sequence[str]], int]] = {
     "loftr-match": cli_match.main,
@@ -102,11 +108,12 @@ MAINS: dict[str, Callable[[Sequence[str]], int]] = {
 
 
 @pytest.mark.parametrize(
-    ("prog", "argv"), CASES, ids=[f"{p}-{i}" for i, (p, _) in enumerate(CASES)]
+    ("prog", "argv", "needle"), CASES, ids=[f"{p}-{i}" for i, (p, _, _) in enumerate(CASES)]
 )
 def test_bad_input_is_one_line_and_exit_2(
     prog: str,
     argv: Callable[[dict[str, Path], Path], list[str]],
+    needle: str,
     work: dict[str, Path],
     shared_data: Path,
     capsys: pytest.CaptureFixture[str],
@@ -115,6 +122,7 @@ def test_bad_input_is_one_line_and_exit_2(
     captured = capsys.readouterr()
     assert code == 2, captured.err
     _one_error_line(captured.err, prog)
+    assert needle in captured.err  # the line names what was wrong
 
 
 def test_output_failure_after_evaluation_keeps_the_results(
@@ -178,9 +186,13 @@ def test_train_bad_input_is_one_line_and_exit_2(override: str, tmp_path: Path) -
 def test_every_command_has_version_verbose_and_quiet(
     prog: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    import loftr_core
+    import loftr_train
+
     assert MAINS[prog](["--version"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith(prog) and "0.1.0" in out
+    package = loftr_train if prog in ("loftr-train", "loftr-eval") else loftr_core
+    assert out.split() == [prog, package.__version__]
     assert MAINS[prog](["--help"]) == 0
     text = capsys.readouterr().out
     assert "-v, --verbose" in text and "-q, --quiet" in text and "--version" in text

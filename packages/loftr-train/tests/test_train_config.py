@@ -161,3 +161,29 @@ def test_one_preset_registry() -> None:
         ModelConfig(preset="nope")
     with pytest.raises(ConfigError, match="'train' or 'model'"):
         list_presets("other")  # type: ignore[arg-type]
+
+
+def test_execution_options_are_a_trainer_setting_not_a_model_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from loftr_core import ExecutionOptions
+
+    cfg = load_config(
+        "synthetic_homography",
+        ["trainer.execution={onednn: false, coarse_chunk_elements: 1000}"],
+    )
+    assert cfg.trainer.execution_options() == ExecutionOptions(
+        onednn=False, coarse_chunk_elements=1000
+    )
+    assert "onednn" not in str(cfg.model.build().to_dict())
+    with pytest.raises(ConfigError, match=r"trainer\.execution: .*fine_chunk_matches=0"):
+        load_config("synthetic_homography", ["trainer.execution={fine_chunk_matches: 0}"])
+    # a run config written before the split: its speed keys are dropped once, with a warning
+    with caplog.at_level("WARNING", logger="loftr_train.train_config"):
+        old = load_config(
+            "synthetic_homography",
+            ["model.options.coarse.compute_dtype=bfloat16", "model.options.coarse.d_ffn=64"],
+        )
+    assert "coarse.compute_dtype" in caplog.text and "coarse.d_ffn" in caplog.text
+    assert caplog.text.count("ignoring") == 1
+    assert not {"compute_dtype", "d_ffn"} & set(old.model.options["coarse"])

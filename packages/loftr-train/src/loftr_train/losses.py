@@ -135,8 +135,8 @@ def coarse_loss(
     if sparse_ot and conf_matrix_with_bin is None:
         raise ConfigError(
             "sparse supervision of the optimal-transport matcher needs conf_matrix_with_bin "
-            "(N, L+1, S+1); build the model with match_coarse.sparse_spvs=True or set "
-            "LossConfig.sparse_spvs=False"
+            "(N, L+1, S+1), which LoFTR.forward_train returns for a sinkhorn model; pass it, "
+            "or set LossConfig.sparse_spvs=False"
         )
     gt = conf_matrix_gt.bool()
     pos, neg = gt.clone(), ~gt

@@ -35,6 +35,7 @@ from typing import Any
 import yaml
 
 from loftr_core.errors import ConfigError
+from loftr_core.execution import ExecutionOptions
 from loftr_core.model.config import LoFTRConfig, drop_legacy_keys
 from loftr_train.config_parsing import apply_overrides, build_dataclass, freeze_dicts, plain
 from loftr_train.losses import LossConfig
@@ -93,6 +94,14 @@ class ModelConfig:
     def __post_init__(self) -> None:
         _choice("model", "preset", self.preset, list_presets("model"))
         freeze_dicts(self, "options")
+        options, dropped = drop_legacy_keys(self.options)
+        if dropped:  # run configs written before the model/execution split
+            logger.warning(
+                "model.options: ignoring %s (not model settings: execution options go in "
+                "trainer.execution, sparse_spvs is loss.sparse_spvs)",
+                ", ".join(dropped),
+            )
+            object.__setattr__(self, "options", options)
         try:
             self.build()  # validate the options now, not at the start of training
         except ConfigError as exc:
@@ -101,14 +110,7 @@ class ModelConfig:
     def build(self) -> LoFTRConfig:
         """The resolved, validated :class:`LoFTRConfig`."""
         base = model_preset(self.preset)
-        options, dropped = drop_legacy_keys(self.options)
-        if dropped:  # run configs written before the model/execution split
-            logger.warning(
-                "model.options: ignoring %s (not model settings: execution options are "
-                "loftr_core.ExecutionOptions, sparse_spvs is loss.sparse_spvs)",
-                ", ".join(dropped),
-            )
-        return base.replace(**options) if options else base
+        return base.replace(**self.options) if self.options else base
 
 
 @dataclass(frozen=True)
@@ -262,6 +264,9 @@ class TrainerConfig:
         val_loss: also compute the validation loss (a second, training-path forward per batch;
             the metrics always come from the inference path).
         num_threads: torch intra-op threads per process (None = torch's default).
+        execution: how the model runs in training and validation, as fields of
+            :class:`loftr_core.ExecutionOptions` over its defaults (e.g. ``{"onednn": false}``
+            or ``{"coarse_chunk_elements": 1000000}``); not part of the model or its checkpoint.
     """
 
     max_epochs: int = 30
@@ -278,8 +283,14 @@ class TrainerConfig:
     val_every_n_epochs: int = 1
     val_loss: bool = True
     num_threads: int | None = None
+    execution: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        freeze_dicts(self, "execution")
+        try:
+            self.execution_options()  # validate now, not at the start of training
+        except ConfigError as exc:
+            raise ConfigError(f"trainer.execution: {exc}") from exc
         _choice("trainer", "precision", self.precision, ["32", "bf16", "fp16"])
         _choice("trainer", "device", self.device, ["auto", "cpu", "cuda"])
         _choice("trainer", "dist_backend", self.dist_backend, ["auto", "gloo", "nccl"])
@@ -292,6 +303,10 @@ class TrainerConfig:
         ):
             _positive("trainer", name, getattr(self, name))
         _positive("trainer", "val_every_n_epochs", self.val_every_n_epochs, allow_zero=True)
+
+    def execution_options(self) -> ExecutionOptions:
+        """The :class:`~loftr_core.ExecutionOptions` of ``execution``."""
+        return ExecutionOptions.from_preset("default", self.execution)
 
 
 @dataclass(frozen=True)

@@ -113,7 +113,8 @@ class Matcher:
             ``"full"``, ``"sdpa"``...); the model is copied with the same weights if it uses
             another one.
         options: how the model runs: an :class:`~loftr_core.execution.ExecutionOptions`, or a
-            preset name (``"default"``, ``"reference"``); None keeps the model's.
+            preset name (``"default"``, ``"reference"``); None keeps the model's. Like the
+            device and eval mode, they are applied to ``model`` itself (``model.set_options``).
 
     Example:
         >>> matcher = Matcher.from_checkpoint("outdoor_ds.ckpt", resize=840)  # doctest: +SKIP

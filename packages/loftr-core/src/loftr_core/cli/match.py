@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --pairs: write <img0>_<img1>.npz and .png for every pair here",
     )
     parser.add_argument("--no-progress", action="store_true", help="with --pairs: no progress bar")
-    add_shared(parser, SHARED, device="cpu")
+    add_shared(parser, SHARED)
     return parser
 
 

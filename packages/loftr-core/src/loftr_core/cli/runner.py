@@ -89,6 +89,8 @@ def _typed(convert: Callable[[str], Any]) -> Callable[[str], Any]:
             return convert(text)
         except (LoftrError, LoftrAttentionError) as exc:
             raise argparse.ArgumentTypeError(_one_line(str(exc))) from None
+        except (OSError, RuntimeError) as exc:  # a path too long or unreadable, a CUDA probe
+            raise argparse.ArgumentTypeError(f"{text!r}: {_one_line(str(exc))}") from None
 
     parse.__name__ = getattr(convert, "__name__", "value")
     return parse
@@ -213,7 +215,7 @@ def add_shared(parser: argparse.ArgumentParser, names: Iterable[str], **defaults
 
 
 def _setting(text: str) -> str:
-    parse_setting(text)
+    ExecutionOptions().replace(**dict([parse_setting(text)]))  # each field validates alone
     return text
 
 
@@ -351,6 +353,8 @@ def run(
         args = parser.parse_args(argv)
     except SystemExit as stop:  # --help, --version, or a one-line parse error
         return int(stop.code or 0) if not isinstance(stop.code, str) else EXIT_USAGE
+    except Exception as exc:  # anything else while parsing still follows the policy
+        return report(parser.prog, exc, user_errors=user_errors)
     configure_logging(args, log_level, log_format)
     try:
         return handler(args)

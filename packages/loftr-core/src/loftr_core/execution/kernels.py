@@ -1,14 +1,12 @@
-"""Faster CPU kernels for the model's matrix products, with the original's parameters.
+"""oneDNN matrix products for the CPU, with the original's parameters.
 
-On x86 CPUs torch's ``F.linear`` calls the BLAS (MKL in the official wheels), which on some
-processors (AMD Zen among them) runs far below the machine's peak, while oneDNN's convolutions
-run near it: a ``(9600, 256) x (256, 256)`` product took 202 GFLOP/s through ``F.linear`` and
-497 GFLOP/s as a 1x1 convolution over a channels-last view of the same memory on the 2-core
-AVX-512 machine of the README's benchmark. :class:`Linear` is an ``nn.Linear`` (same parameters,
-same state-dict keys) that takes that route on CPU in float32. The sums are the same, in another
-order: results move by float rounding only (~1e-6 relative; the same matches in the kornia
-parity cases), so the route can be switched off (``ExecutionOptions(onednn=False)``) for the
-BLAS's rounding.
+On x86 CPUs torch's ``F.linear`` / ``torch.mm`` call the BLAS (MKL in the official wheels), which
+on some processors (AMD Zen among them) runs far below the machine's peak, while oneDNN's
+convolutions run near it (the README's benchmark table gives the measured rates).
+:func:`onednn_linear` computes ``F.linear`` as a 1x1 convolution over a channels-last view of the
+same memory: the same sums in another order, so results move by float rounding only (the same
+matches in the kornia parity cases). :class:`~loftr_core.execution.Execution` decides where it
+runs (``ExecutionOptions.onednn``).
 """
 
 from __future__ import annotations

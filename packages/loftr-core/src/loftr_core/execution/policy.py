@@ -83,7 +83,10 @@ class Execution:
 
     def fine_branch(self, x: Tensor) -> contextlib.AbstractContextManager[Any]:
         """Autocast for the FPN top-down path when ``fine_branch_dtype`` is below ``x``'s."""
-        return self._autocast(self.options.fine_branch_dtype, x)
+        low = self.options.fine_branch_dtype
+        if x.dtype in (torch.float16, torch.bfloat16):  # already low precision: as it comes
+            return contextlib.nullcontext()
+        return self._autocast(low, x)
 
     def backbone_pair(
         self, backbone: nn.Module, image0: Tensor, image1: Tensor
@@ -141,12 +144,10 @@ class Execution:
 
     @staticmethod
     def _autocast(name: str, x: Tensor) -> contextlib.AbstractContextManager[Any]:
-        if name in ("inherit", "float32"):
+        """Autocast to dtype ``name`` unless it is ``inherit``/``float32`` or ``x`` has it."""
+        if name in ("inherit", "float32") or x.dtype == getattr(torch, name):
             return contextlib.nullcontext()
-        low = getattr(torch, name)
-        if x.dtype in (low, torch.float16, torch.bfloat16):
-            return contextlib.nullcontext()
-        return torch.autocast(x.device.type, dtype=low)
+        return torch.autocast(x.device.type, dtype=getattr(torch, name))
 
     # --------------------------------------------------------------------------- coarse matching
     def similarity(self, a: Tensor, b: Tensor) -> Tensor:

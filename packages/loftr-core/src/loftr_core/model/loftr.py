@@ -182,6 +182,7 @@ class LoFTR(nn.Module):
         )
         self.loftr_fine = LocalFeatureTransformer(config.fine, ex)
         self.execution = ex
+        self.compiled = False  # set by compile_stages (cannot be undone on an instance)
         if options.compile:
             self.compile_stages()
 
@@ -193,12 +194,12 @@ class LoFTR(nn.Module):
         """
         if not isinstance(options, ExecutionOptions):
             raise ConfigError(f"options must be an ExecutionOptions, got {type(options).__name__}")
-        compiled = self.options.compile
         self.options = options
-        self._use(self, Execution(options))
-        if options.compile and not compiled:
+        self.execution = Execution(options)
+        self._use(self, self.execution)
+        if options.compile and not self.compiled:
             self.compile_stages()
-        elif compiled:
+        elif self.compiled:  # the fine graph stays dynamic: plain products inside it
             self._use(self.loftr_fine, Execution(options, dynamic_shapes=True))
         return self
 
@@ -227,6 +228,7 @@ class LoFTR(nn.Module):
         self.loftr_coarse.compile(**compile_kwargs)
         self._use(self.loftr_fine, Execution(self.options, dynamic_shapes=True))
         self.loftr_fine.compile(**{"dynamic": True, **compile_kwargs})
+        self.compiled = True
         return self
 
     # ------------------------------------------------------------------------------ the pipeline
@@ -250,9 +252,9 @@ class LoFTR(nn.Module):
     def _fine(self, coarse: _Coarse, matches: CoarseMatches) -> Tensor:
         """Steps 5-7: windows, fine transformer, expectation -> ``expec_f`` ``(M, 3)``.
 
-        Autocast is disabled here: the stage runs in the parameters' dtype (float32 for an fp32
-        model under autocast). It is small (M x W*W tokens) and the sub-pixel expectation is what
-        low precision hurts most (bf16 autocast: 60% -> 90% of coarse-agreeing matches within 1 px).
+        A caller's autocast is disabled here: the stage runs in the parameters' dtype (float32 for
+        an fp32 model under autocast), since the sub-pixel expectation is what low precision hurts
+        most; only the execution option ``fine_dtype`` lowers the fine transformer's precision.
         """
         device_type = coarse.fine0.device.type
         dtype = next(self.loftr_fine.parameters()).dtype

@@ -78,7 +78,7 @@ class TrainComponents:
 
 def _build_model(cfg: TrainConfig, ctx: DistContext) -> LoFTR:
     seed_everything(cfg.trainer.seed)  # identical initial weights on every rank
-    model = LoFTR(cfg.model.build())
+    model = LoFTR(cfg.model.build(), cfg.trainer.execution_options())
     if ctx.distributed and cfg.trainer.sync_batchnorm:
         if ctx.device.type == "cuda":
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
