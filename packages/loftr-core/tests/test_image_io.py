@@ -140,12 +140,33 @@ def test_truncated_jpeg(tmp_path: Path) -> None:
 
 
 def test_resize_long_side_known_sizes() -> None:
+    """The original's test-time rule: long side to N (Python round), then floor each side to 8."""
     img = np.zeros((1087, 791), np.uint8)
     out, (sx, sy) = resize_long_side(img, 640)
-    assert out.shape == (640, round(791 * 640 / 1087))  # (640, 466)
-    assert sx == pytest.approx(791 / 466)
+    assert out.shape == (640, 464)  # round(791 * 640 / 1087) = 466, floored to 464
+    assert sx == pytest.approx(791 / 464)
     assert sy == pytest.approx(1087 / 640)
-    same, scale = resize_long_side(img, 1087)
-    assert same is img and scale == (1.0, 1.0)
+    # the issue's example: 1026x768 at 840 is 840x624 (not 840x629 plus padding)
+    assert resize_long_side(np.zeros((768, 1026), np.uint8), 840)[0].shape == (624, 840)
+    same, scale = resize_long_side(np.zeros((1088, 792), np.uint8), 1088)
+    assert scale == (1.0, 1.0) and same.shape == (1088, 792)
     with pytest.raises(InputError, match="positive int"):
         resize_long_side(img, 0)
+    with pytest.raises(InputError, match="empty side"):
+        resize_long_side(np.zeros((10, 1000), np.uint8), 100)  # 100 x 1 -> 96 x 0
+
+
+@pytest.mark.parametrize(("w", "h"), [(1026, 768), (1194, 1600), (1242, 827), (791, 1087)])
+@pytest.mark.parametrize("long_side", [640, 840, 1024])
+def test_resize_rule_equals_the_dataset_path(w: int, h: int, long_side: int) -> None:
+    """Matcher's resize and loftr-data's (the evaluation pipeline, exact to the original)."""
+    preprocess = pytest.importorskip("loftr_data.preprocess")
+    rng = np.random.default_rng(w + h)
+    img = rng.integers(0, 256, (h, w), dtype=np.uint8)
+    ours, (sx, sy) = resize_long_side(img, long_side)
+    theirs, scale = preprocess.resize_long_side(img, long_side)
+    assert ours.shape == theirs.shape
+    assert (ours.shape[1], ours.shape[0]) == preprocess.resized_size(w, h, long_side)
+    assert ours.shape[0] % 8 == 0 and ours.shape[1] % 8 == 0
+    np.testing.assert_array_equal(ours, theirs)  # the same pixels, not only the same size
+    np.testing.assert_allclose([sx, sy], scale, rtol=1e-6)

@@ -64,9 +64,10 @@ def test_self_match_is_in_original_pixels(self_match: MatchResult) -> None:
 
 def test_resize_equals_scaled_result_of_prescaled_image(model: LoFTR, photo: np.ndarray) -> None:
     resized = Matcher(model, resize=160).match(photo, photo)
-    small = cv2.resize(photo, (160, 115), interpolation=cv2.INTER_LINEAR)  # round(171*160/237)
+    # round(171 * 160 / 237) = 115, floored to a multiple of 8: 112 (the original's rule)
+    small = cv2.resize(photo, (160, 112), interpolation=cv2.INTER_LINEAR)
     direct = Matcher(model).match(small, small)
-    sx, sy = 237 / 160, 171 / 115
+    sx, sy = 237 / 160, 171 / 112
     assert len(resized) == len(direct) > 10
     scale = np.array([sx, sy], np.float32)
     np.testing.assert_allclose(resized.keypoints0, direct.keypoints0 * scale, rtol=1e-6)
@@ -75,6 +76,22 @@ def test_resize_equals_scaled_result_of_prescaled_image(model: LoFTR, photo: np.
     assert resized.image0_size == (171, 237)
     # in original pixels the self-match still agrees up to the refinement window (4 px scaled)
     assert float(np.abs(resized.keypoints0 - resized.keypoints1).max()) <= 4 * max(sx, sy) + 1e-3
+
+
+def test_channel_order_of_colour_arrays(model: LoFTR, photo: np.ndarray) -> None:
+    """A cv2.imread (BGR) array matches like its RGB copy only when the order is given."""
+    rng = np.random.default_rng(1)
+    rgb = np.stack([photo, rng.permutation(photo.ravel()).reshape(photo.shape), photo // 2], -1)
+    bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+    ref = Matcher(model).match(rgb, rgb)
+    as_bgr = Matcher(model).match(bgr, bgr, channel_order="bgr")
+    np.testing.assert_array_equal(as_bgr.keypoints0, ref.keypoints0)
+    np.testing.assert_array_equal(as_bgr.confidence, ref.confidence)
+    assert len(Matcher(model, channel_order="bgr").match(bgr, bgr)) == len(ref)
+    wrong = Matcher(model).match(bgr, bgr)  # read as RGB: other gray values, other matches
+    assert not np.array_equal(wrong.confidence, ref.confidence)
+    with pytest.raises(ConfigError, match="channel_order='hsv'"):
+        Matcher(model, channel_order="hsv")
 
 
 def test_input_forms_give_identical_results(

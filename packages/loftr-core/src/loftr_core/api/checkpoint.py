@@ -1,6 +1,6 @@
 """Reading, checking and writing LoFTR checkpoints -- the one module that touches weight files.
 
-Three layouts are recognised from the file's content (not its name):
+Four layouts are recognised from the file's content (not its name):
 
 ``"lightning"``
     The official ``*.ckpt`` files (zju3dv/LoFTR): a PyTorch-Lightning checkpoint
@@ -13,6 +13,11 @@ Three layouts are recognised from the file's content (not its name):
 ``"native"``
     Our format: a safetensors file whose metadata holds the model config as JSON
     (``loftr_config``), so a checkpoint rebuilds its own model (:func:`save_native`).
+``"loftr-train"``
+    What ``loftr-train`` writes (``last.ckpt``, ``best.ckpt``): ``format``
+    ``"loftr-train-checkpoint/1"``, the state dict under ``model`` and the model config under
+    ``model_config`` (any size or design alternative: the model is rebuilt from it); the
+    optimiser and loop state are ignored here.
 
 Safety: nothing in a weight file is executed. ``torch.save`` files are read with
 ``torch.load(weights_only=True)``. Official files written by old Lightning versions also pickle
@@ -63,7 +68,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-CheckpointLayout = Literal["lightning", "kornia", "native"]
+CheckpointLayout = Literal["lightning", "kornia", "native", "loftr-train"]
 
 #: Prefix of every key in the official Lightning checkpoints (the LightningModule attribute).
 OFFICIAL_PREFIX = "matcher."
@@ -279,8 +284,29 @@ def read_checkpoint(path: str | os.PathLike[str]) -> LoadedCheckpoint:
     return ckpt
 
 
+TRAINER_FORMAT_PREFIX = "loftr-train-checkpoint/"
+"""``format`` of the checkpoints ``loftr-train`` writes (model state dict under ``model``, its
+config under ``model_config``, plus optimiser and loop state, which inference ignores)."""
+
+
+def _read_trainer_checkpoint(obj: Mapping[str, Any], p: Path) -> LoadedCheckpoint:
+    state, stored = obj.get("model"), obj.get("model_config")
+    if not isinstance(state, Mapping) or not isinstance(stored, Mapping):
+        raise CheckpointError(
+            f"{str(p)!r} is a loftr-train checkpoint ({obj['format']}) without 'model' and "
+            "'model_config'; it is truncated or from another tool, use another checkpoint"
+        )
+    try:
+        config = LoFTRConfig.from_dict(stored)
+    except ConfigError as exc:
+        raise CheckpointError(f"the model config stored in {str(p)!r} is invalid: {exc}") from None
+    return LoadedCheckpoint(state_dict=dict(state), layout="loftr-train", config=config, path=p)
+
+
 def _read_torch_file(p: Path) -> LoadedCheckpoint:
     obj = _torch_load(p)
+    if isinstance(obj, Mapping) and str(obj.get("format", "")).startswith(TRAINER_FORMAT_PREFIX):
+        return _read_trainer_checkpoint(obj, p)
     state: Any = obj
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
         state = obj["state_dict"]
@@ -365,9 +391,9 @@ def resolve_config(
 
     Args:
         ckpt: a checkpoint from :func:`read_checkpoint`.
-        preset: a preset name, a full config, or ``None`` (native: the stored config; others: the
-            preset named like the file, e.g. ``indoor_ds_new.ckpt``, else ``outdoor_ds`` /
-            ``outdoor_ot`` by the checkpoint's kind).
+        preset: a preset name, a full config, or ``None`` (native and loftr-train: the stored
+            config; others: the preset named like the file, e.g. ``indoor_ds_new.ckpt``, else
+            ``outdoor_ds`` / ``outdoor_ot`` by the checkpoint's kind).
 
     Returns:
         The config and a short description of where it came from.

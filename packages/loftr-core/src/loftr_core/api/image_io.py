@@ -231,25 +231,39 @@ def to_gray(
     return gray
 
 
-def resize_long_side(gray: np.ndarray, long_side: int) -> tuple[np.ndarray, tuple[float, float]]:
-    """Resize so the longer side is ``long_side`` px, as the original data pipeline does.
+def resize_long_side(
+    gray: np.ndarray, long_side: int, divisor: int = 8
+) -> tuple[np.ndarray, tuple[float, float]]:
+    """Resize as the original's test-time pipeline does (``get_resized_wh`` + ``get_divisible_wh``).
 
-    New size = ``round(w * s), round(h * s)`` with ``s = long_side / max(h, w)``, bilinear
-    (``cv2.INTER_LINEAR``, OpenCV's default, as the original).
+    With ``s = long_side / max(h, w)`` the size is ``round(w * s), round(h * s)`` (Python's
+    ``round``), each side then floored to a multiple of ``divisor`` (8, the coarse stride), and the
+    image is resized to that size in one bilinear step (``cv2.INTER_LINEAR``). A 1026x768 image at
+    840 becomes 840x624, so no padding (and no mask) is needed afterwards.
 
     Args:
         gray: ``(H, W)`` uint8 or float32 image.
         long_side: target length of the longer side in pixels (>= 1).
+        divisor: each side of the result is a multiple of it.
 
     Returns:
         The resized ``(H', W')`` image (same dtype) and ``(sx, sy) = (W / W', H / H')``, the
         factors that map resized pixel coordinates back to the original image.
+
+    Raises:
+        InputError: ``long_side`` is not a positive int, or a side would become empty.
     """
     if isinstance(long_side, bool) or not isinstance(long_side, int) or long_side < 1:
         raise InputError(f"resize={long_side!r}; it must be a positive int (pixels)")
     h, w = gray.shape[:2]
     scale = long_side / max(h, w)
-    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    new_w = round(w * scale) // divisor * divisor
+    new_h = round(h * scale) // divisor * divisor
+    if new_w == 0 or new_h == 0:
+        raise InputError(
+            f"a {w}x{h} image resized to long side {long_side} has an empty side (each side is "
+            f"floored to a multiple of {divisor}); use a larger resize"
+        )
     if (new_w, new_h) == (w, h):
         return gray, (1.0, 1.0)
     resized = cv2.resize(gray, (new_w, new_h), interpolation=cv2.INTER_LINEAR)

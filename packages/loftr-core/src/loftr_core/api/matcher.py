@@ -4,7 +4,8 @@
 
 1. read / convert each image to grayscale (:mod:`loftr_core.api.image_io`: files exactly like the
    original's ``cv2.imread(IMREAD_GRAYSCALE)``, arrays with ``cv2.cvtColor`` weights);
-2. optionally resize so the longer side is ``resize`` px (the original's rounding, bilinear);
+2. optionally resize as the original's test-time pipeline: longer side to ``resize`` px, each side
+   floored to a multiple of 8, one bilinear step (so no padding is needed);
 3. zero-pad bottom/right to a multiple of 8 (and to the largest image of the batch), with coarse
    masks marking every 8x8 cell that holds image content as valid;
 4. run the model (optionally under autocast in bf16/fp16) and map the keypoints back to the
@@ -102,7 +103,10 @@ class Matcher:
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         dtype: ``"fp32"`` (default), ``"bf16"`` or ``"fp16"`` (CUDA only); lower precision runs
             under ``torch.autocast``.
-        resize: if given, resize every image so its longer side is this many px first.
+        resize: if given, resize every image as the original's test-time pipeline does: the
+            longer side to this many px, then each side floored to a multiple of 8
+            (:func:`~loftr_core.api.image_io.resize_long_side`; the official outdoor models were
+            evaluated at 840).
         threshold: coarse matching threshold (strict ``>``, in [0, 1)); None keeps the model's
             ``match_coarse.thr``. Passed to the model, which applies it where it selects matches
             (it may be lower than the model's own: no weight depends on it).
@@ -115,6 +119,9 @@ class Matcher:
         options: how the model runs: an :class:`~loftr_core.execution.ExecutionOptions`, or a
             preset name (``"default"``, ``"reference"``); None keeps the model's. Like the
             device and eval mode, they are applied to ``model`` itself (``model.set_options``).
+        channel_order: channel order of 3/4-channel numpy arrays: ``"rgb"`` (default: PIL,
+            imageio, torchvision) or ``"bgr"`` (``cv2.imread`` without a grayscale flag); files
+            are always decoded correctly, tensors are RGB.
 
     Example:
         >>> matcher = Matcher.from_checkpoint("outdoor_ds.ckpt", resize=840)  # doctest: +SKIP
@@ -134,7 +141,14 @@ class Matcher:
         batch_size: int = 1,
         attention: str | None = None,
         options: ExecutionOptions | str | None = None,
+        channel_order: str = "rgb",
     ) -> None:
+        if channel_order not in ("rgb", "bgr"):
+            raise ConfigError(
+                f"channel_order={channel_order!r}; allowed are 'rgb' (PIL, imageio, torchvision) "
+                "and 'bgr' (cv2.imread)"
+            )
+        self.channel_order = channel_order
         if not isinstance(model, LoFTR):
             raise ConfigError(f"model must be a loftr_core LoFTR model, got {type(model).__name__}")
         config = model.config
@@ -197,8 +211,9 @@ class Matcher:
         return cls(model, device=device, **kwargs)
 
     # ------------------------------------------------------------------------------ preparing
-    def _prepare(self, image: ImageLike, name: str) -> _Prepared:
-        gray = to_gray(image, name=name)
+    def _prepare(self, image: ImageLike, name: str, channel_order: str | None = None) -> _Prepared:
+        order = self.channel_order if channel_order is None else channel_order
+        gray = to_gray(image, name=name, channel_order=order)  # type: ignore[arg-type]
         original = (int(gray.shape[0]), int(gray.shape[1]))
         scale = (1.0, 1.0)
         if self.resize is not None:
@@ -279,9 +294,17 @@ class Matcher:
             image1_size=p1.original_size,
         )
 
-    def match(self, image0: ImageLike, image1: ImageLike) -> MatchResult:
-        """Match one pair (paths, numpy arrays or tensors; see :mod:`loftr_core.api.image_io`)."""
-        return self.match_pairs([(image0, image1)])[0]
+    def match(
+        self, image0: ImageLike, image1: ImageLike, *, channel_order: str | None = None
+    ) -> MatchResult:
+        """Match one pair (paths, numpy arrays or tensors; see :mod:`loftr_core.api.image_io`).
+
+        Args:
+            image0, image1: the images.
+            channel_order: ``"rgb"`` or ``"bgr"`` for 3/4-channel numpy arrays (``cv2.imread``
+                gives BGR); default: the matcher's ``channel_order`` (``"rgb"``).
+        """
+        return self.match_pairs([(image0, image1)], channel_order=channel_order)[0]
 
     def iter_match(self, pairs: Iterable[tuple[ImageLike, ImageLike]]) -> Iterator[MatchResult]:
         """Match pairs lazily, ``batch_size`` at a time, yielding one result per pair in order.
@@ -313,14 +336,23 @@ class Matcher:
                 results[k] = res
         return [r for r in results if r is not None]
 
-    def match_pairs(self, pairs: Sequence[tuple[ImageLike, ImageLike]]) -> list[MatchResult]:
+    def match_pairs(
+        self, pairs: Sequence[tuple[ImageLike, ImageLike]], *, channel_order: str | None = None
+    ) -> list[MatchResult]:
         """Match many pairs; pairs of equal sizes are batched together, others padded.
+
+        Args:
+            pairs: ``(image0, image1)`` tuples.
+            channel_order: as for :meth:`match`.
 
         Returns:
             One :class:`MatchResult` per pair, in the input order.
         """
         prepared = [
-            (self._prepare(a, f"image0 of pair {k}"), self._prepare(b, f"image1 of pair {k}"))
+            (
+                self._prepare(a, f"image0 of pair {k}", channel_order),
+                self._prepare(b, f"image1 of pair {k}", channel_order),
+            )
             for k, (a, b) in enumerate(pairs)
         ]
         return self._run_grouped(prepared)

@@ -1,0 +1,68 @@
+"""The path a user walks: train -> evaluate -> match -> convert -> match, with one checkpoint."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from loftr_core import Matcher, read_checkpoint
+from loftr_core.cli import convert as cli_convert
+from loftr_core.cli import match as cli_match
+from loftr_train import cli_eval
+from loftr_train.train_config import load_config
+from loftr_train.trainer import Trainer
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("design", ["official", "modern"])
+def test_a_trained_checkpoint_works_in_every_command(
+    design: str,
+    tiny_config: Callable[..., dict[str, Any]],
+    tmp_path: Path,
+    shared_data: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A tiny (non-preset size) model, official layers or every design alternative, trained for a
+    few iterations: its ``last.ckpt`` is read by every command, the model rebuilt from the config
+    inside, and the converted file gives the identical matches."""
+    run = tmp_path / "run"
+    overrides = [f"logging.run_dir={run}", "trainer.max_steps=3", "trainer.val_every_n_epochs=0"]
+    if design == "modern":
+        overrides += [
+            "model.preset=modern",
+            "model.options.coarse.norm_first=true",
+            "model.options.resnetfpn.downsample=conv3x3",
+        ]
+    Trainer(load_config(tiny_config(), overrides)).fit()
+    last = run / "checkpoints" / "last.ckpt"
+    loaded = read_checkpoint(last)
+    assert loaded.layout == "loftr-train" and loaded.config is not None
+    assert loaded.config.resnetfpn.block_dims == (16, 24, 32)
+    capsys.readouterr()
+
+    sample = shared_data / "megadepth_sample"
+    eval_args = ["--data-root", str(sample), "--scene-info", str(sample / "sample.npz")]
+    eval_args += ["--pair-ids", "0", "--img-resize", "160", "--thr", "0", "--no-progress"]
+    assert cli_eval.main([str(last), *eval_args]) == 0
+    assert "auc@5" in capsys.readouterr().out
+
+    photos = sorted((shared_data / "phototourism_sample").glob("*.jpg"))[:2]
+    args = [str(photos[0]), str(photos[0]), "--resize", "160", "--thr", "0", "--device", "cpu"]
+    assert cli_match.main([*args, "--weights", str(last), "--save", str(tmp_path / "a.npz")]) == 0
+    converted = tmp_path / "model.safetensors"
+    assert cli_convert.main([str(last), str(converted)]) == 0
+    assert read_checkpoint(converted).config == loaded.config
+    assert (
+        cli_match.main([*args, "--weights", str(converted), "--save", str(tmp_path / "b.npz")]) == 0
+    )
+    a, b = np.load(tmp_path / "a.npz"), np.load(tmp_path / "b.npz")
+    assert len(a["confidence"]) > 0
+    for key in ("keypoints0", "keypoints1", "confidence"):
+        np.testing.assert_array_equal(a[key], b[key])
+    # the Python API reads it the same way
+    api = Matcher.from_checkpoint(last, resize=160, threshold=0.0).match(photos[0], photos[0])
+    np.testing.assert_array_equal(api.keypoints0, a["keypoints0"])
