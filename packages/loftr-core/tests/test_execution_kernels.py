@@ -73,15 +73,25 @@ def test_linear_routes_cpu_float32_only(calls: list[tuple[int, ...]]) -> None:
     assert calls == [(10, 64)]
 
 
+def _overlapping_features() -> tuple[torch.Tensor, ...]:
+    """Coarse features of a 6x10 and a 7x10 grid, 40 cells of image 0 reappearing in image 1,
+    and their keep masks (no border removal)."""
+    torch.manual_seed(0)
+    f0 = torch.randn(1, 60, 32)
+    f1 = torch.cat([f0[:, 10:50] + 0.05 * torch.randn(1, 40, 32), torch.randn(1, 30, 32)], dim=1)
+    return (
+        f0,
+        f1,
+        border_keep(1, 6, 10, 0, None, f0.device),
+        border_keep(1, 7, 10, 0, None, f0.device),
+    )
+
+
 @pytest.mark.parametrize("chunk", [1 << 25, 700])  # the dense path; then 10-row chunks
 def test_coarse_matching_same_matches_with_onednn_scores(
     chunk: int, calls: list[tuple[int, ...]]
 ) -> None:
-    torch.manual_seed(0)
-    f0 = torch.randn(1, 60, 32)
-    f1 = torch.cat([f0[:, 10:50] + 0.05 * torch.randn(1, 40, 32), torch.randn(1, 30, 32)], dim=1)
-    keep0 = border_keep(1, 6, 10, 0, None, f0.device)
-    keep1 = border_keep(1, 7, 10, 0, None, f0.device)
+    f0, f1, keep0, keep1 = _overlapping_features()
     args = (f0, f1, 0.1, 0.05, keep0, keep1, None, None)
     ref = dual_softmax_matches(
         *args, Execution(ExecutionOptions(onednn=False, coarse_chunk_elements=chunk))
@@ -102,11 +112,7 @@ def test_optimal_transport_inference_same_matches_with_onednn_scores(
     from loftr_core.model.coarse_matching import CoarseMatching
     from loftr_core.model.config import MatchCoarseConfig
 
-    torch.manual_seed(0)
-    f0 = torch.randn(1, 60, 32)
-    f1 = torch.cat([f0[:, 10:50] + 0.05 * torch.randn(1, 40, 32), torch.randn(1, 30, 32)], dim=1)
-    keep0 = border_keep(1, 6, 10, 0, None, f0.device)
-    keep1 = border_keep(1, 7, 10, 0, None, f0.device)
+    f0, f1, keep0, keep1 = _overlapping_features()
     config = MatchCoarseConfig(match_type="sinkhorn", thr=0.01, border_rm=0)
     blas = CoarseMatching(config, Execution(ExecutionOptions(onednn=False)))
     fast = CoarseMatching(config, Execution())
