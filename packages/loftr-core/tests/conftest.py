@@ -9,6 +9,20 @@ from typing import Any
 import pytest
 import torch
 
+from loftr_core.api import pretrained
+
+
+@pytest.fixture(autouse=True)
+def _no_weights_download(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No test reaches the public mirrors or the user's cache: an empty cache folder per test and
+    no default mirrors (tests that download serve the files from a loopback server)."""
+    monkeypatch.setenv(pretrained.ENV_HOME, str(tmp_path_factory.mktemp("loftr_home")))
+    monkeypatch.delenv(pretrained.ENV_MIRROR, raising=False)
+    monkeypatch.delenv(pretrained.ENV_OFFLINE, raising=False)
+    monkeypatch.setattr(pretrained, "DEFAULT_MIRRORS", ())
+
 
 def _einsum_linear_attention(
     self: Any,

@@ -199,8 +199,8 @@ def test_bad_options(
 def test_bad_weights(
     files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, _, err = _run(capsys, files["a"], files["b"])
-    _assert_one_line_error(code, err, "--weights is required", "zju3dv/LoFTR", "outdoor_ds.ckpt")
+    code, _, err = _run(capsys, files["a"], files["b"], "--weights", "outdoors")
+    _assert_one_line_error(code, err, "'outdoors'", "no such file", "outdoor, indoor, indoor_new")
     code, _, err = _run(capsys, files["a"], files["b"], "--weights", files["a"])
     _assert_one_line_error(code, err, "not a PyTorch checkpoint")
     code, _, err = _run(capsys, files["a"], files["b"], "--weights", tmp_path / "nope.ckpt")

@@ -7,7 +7,13 @@ offending value, what is allowed and how to fix it.
 
 from __future__ import annotations
 
-__all__ = ["CheckpointError", "ConfigError", "InputError", "LoftrError"]
+__all__ = [
+    "CheckpointError",
+    "ConfigError",
+    "InputError",
+    "LoftrError",
+    "WeightsUnavailableError",
+]
 
 
 class LoftrError(Exception):
@@ -24,3 +30,11 @@ class CheckpointError(LoftrError, ValueError):
 
 class InputError(LoftrError, ValueError):
     """The tensors passed to the model or the matcher have the wrong type, dtype or shape."""
+
+
+class WeightsUnavailableError(CheckpointError):
+    """Named weights could not be fetched (offline, every mirror failed, or the cache is not writable).
+
+    The message names the file, the URLs tried and the exact cache path where a manually
+    downloaded copy is picked up.
+    """

@@ -30,6 +30,7 @@ import torch
 
 from loftr_core.api.checkpoint import load_model
 from loftr_core.api.devices import resolve_device, resolve_dtype
+from loftr_core.api.pretrained import pretrained_name, resolve_weights
 from loftr_core.cli.runner import (
     SHARED,
     add_shared,
@@ -62,9 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "checkpoint",
         nargs="?",
-        type=Path,
-        help="official .ckpt, kornia state dict, native .safetensors or a loftr-train checkpoint "
-        "(or --weights)",
+        help="official weights by name (outdoor, indoor, indoor_new; downloaded on first use) or "
+        "a checkpoint file: official .ckpt, kornia state dict, native .safetensors or a "
+        "loftr-train checkpoint (or --weights)",
     )
     p.add_argument(
         "--data-root", type=Path, required=True, help="dataset root the index paths are relative to"
@@ -129,10 +130,11 @@ def _dataset(args: argparse.Namespace) -> Any:
     )
 
 
-def _model(args: argparse.Namespace, weights: Path) -> torch.nn.Module:
+def _model(args: argparse.Namespace, weights: str) -> torch.nn.Module:
+    path, preset = resolve_weights(weights, args.preset)
     return load_model(
-        weights,
-        args.preset,
+        path,
+        preset,
         device=args.device,
         attention=args.attention,
         overrides=None if args.thr is None else {"match_coarse": {"thr": args.thr}},
@@ -157,16 +159,19 @@ def _write(result: EvaluationResult, path: Path) -> Path:
 def _run(args: argparse.Namespace) -> int:
     weights = args.weights if args.weights is not None else args.checkpoint
     if weights is None:
-        raise EvaluationError("give the checkpoint to evaluate (CHECKPOINT or --weights PATH)")
+        raise EvaluationError(
+            "give the checkpoint to evaluate (CHECKPOINT, --weights PATH, or a name: outdoor)"
+        )
     if args.weights is not None and args.checkpoint is not None:
         raise EvaluationError("give the checkpoint once: CHECKPOINT or --weights, not both")
-    check_readable(Path(weights), "checkpoint file")
+    if pretrained_name(weights) is None:
+        check_readable(Path(weights), "checkpoint file")
     if args.output is not None:  # before the (long) evaluation
         check_output(args.output, "--output")
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     dataset = _dataset(args)
-    model = _model(args, Path(weights))
+    model = _model(args, str(weights))
     result = evaluate(
         model,
         dataset,

@@ -37,7 +37,8 @@ import torch
 from loftr_core.api.checkpoint import load_model
 from loftr_core.api.devices import resolve_device, resolve_dtype
 from loftr_core.api.image_io import ImageLike, resize_long_side, to_gray
-from loftr_core.errors import ConfigError, InputError
+from loftr_core.api.pretrained import fetch_pretrained, pretrained_entry
+from loftr_core.errors import CheckpointError, ConfigError, InputError
 from loftr_core.execution import ExecutionOptions
 from loftr_core.model import LoFTR
 from loftr_core.model.config import check_thr
@@ -209,6 +210,48 @@ class Matcher:
             options = ExecutionOptions.from_preset(options)
         model = load_model(path, preset, device=device, attention=attention, options=options)
         return cls(model, device=device, **kwargs)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name: str = "outdoor",
+        *,
+        attention: str | None = None,
+        device: str | torch.device = "cpu",
+        options: ExecutionOptions | str | None = None,
+        **kwargs: Any,
+    ) -> Matcher:
+        """The official weights by name, downloaded into the cache on first use.
+
+        Args:
+            name: ``"outdoor"`` (MegaDepth; evaluated at ``resize=840``), ``"indoor"`` or
+                ``"indoor_new"`` (ScanNet; evaluated at 640x480), each with the preset it was
+                trained with (:data:`loftr_core.api.pretrained.PRETRAINED`). The file is fetched
+                into ``$LOFTR_HOME`` (see :mod:`loftr_core.api.pretrained`: mirrors,
+                ``LOFTR_WEIGHTS_MIRROR``, ``LOFTR_OFFLINE``) and reused without network access.
+            attention, device, options, **kwargs: as for :meth:`from_checkpoint`.
+
+        Raises:
+            WeightsUnavailableError: offline with an empty cache or every mirror failed (the
+                message says where to put a manually downloaded copy).
+            CheckpointError: unknown name, or a damaged cached file (delete it to re-download).
+
+        Example:
+            >>> matcher = Matcher.from_pretrained("outdoor", resize=840)  # doctest: +SKIP
+        """
+        entry = pretrained_entry(name)
+        resolved = resolve_device(device)  # clear errors before a download
+        resolve_dtype(kwargs.get("dtype", "fp32"), resolved)
+        path = fetch_pretrained(name)
+        try:
+            return cls.from_checkpoint(
+                path, entry.preset, attention=attention, device=device, options=options, **kwargs
+            )
+        except CheckpointError as exc:
+            raise CheckpointError(
+                f"the cached weights {path} are damaged ({exc}); delete the file to download it "
+                "again"
+            ) from None
 
     # ------------------------------------------------------------------------------ preparing
     def _prepare(self, image: ImageLike, name: str, channel_order: str | None = None) -> _Prepared:

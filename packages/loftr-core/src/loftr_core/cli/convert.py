@@ -14,6 +14,7 @@ from pathlib import Path
 
 from loftr_core._version import __version__
 from loftr_core.api.checkpoint import convert_checkpoint, read_checkpoint
+from loftr_core.api.pretrained import check_preset_for, fetch_pretrained, pretrained_name
 from loftr_core.cli.runner import add_shared, check_output, check_readable, new_parser, run
 from loftr_core.errors import InputError
 
@@ -42,21 +43,28 @@ def build_parser() -> argparse.ArgumentParser:
         __version__,
         EPILOG,
     )
-    parser.add_argument("input", help="official Lightning .ckpt or kornia state dict")
+    parser.add_argument(
+        "input",
+        help="official Lightning .ckpt, kornia state dict, loftr-train checkpoint, or a "
+        "pretrained name (outdoor, indoor, indoor_new: downloaded on first use)",
+    )
     parser.add_argument("output", help="output file, must end in .safetensors")
     add_shared(parser, ["preset"])
     return parser
 
 
 def _run(args: argparse.Namespace) -> int:
-    source_path = check_readable(Path(args.input), "checkpoint file")
-    out = Path(args.output)
+    name = pretrained_name(args.input)
+    if name is None:
+        source_path, preset = check_readable(Path(args.input), "checkpoint file"), args.preset
+    out = check_output(Path(args.output), "output", suffix=".safetensors")
+    if name is not None:  # the output is checked before a download
+        source_path, preset = fetch_pretrained(name), check_preset_for(name, args.preset)
     if out.exists() and out.resolve() == source_path.resolve():
         raise InputError("output and input are the same file; choose another output path")
-    check_output(out, "output", suffix=".safetensors")
     source = read_checkpoint(source_path)
-    written = convert_checkpoint(source_path, out, args.preset)
-    preset = args.preset or "from the checkpoint"
+    written = convert_checkpoint(source_path, out, preset)
+    preset = preset or "from the checkpoint"
     print(
         f"wrote {written} ({len(source.state_dict)} tensors, {source.layout} layout -> native, "
         f"preset {preset})"

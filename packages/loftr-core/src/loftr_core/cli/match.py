@@ -22,6 +22,7 @@ from loftr_core.api.geometry import estimate_pose, parse_intrinsics
 from loftr_core.api.image_io import read_image
 from loftr_core.api.matcher import Matcher
 from loftr_core.api.plotting import draw_matches, save_plot
+from loftr_core.api.pretrained import check_preset_for, pretrained_name
 from loftr_core.cli.runner import (
     SHARED,
     add_shared,
@@ -38,35 +39,30 @@ __all__ = ["main"]
 
 PROG = "loftr-match"
 
-NO_WEIGHTS = (
-    "--weights is required: LoFTR has no built-in weights and a randomly initialised model "
-    "gives meaningless matches. Download the official checkpoints (outdoor_ds.ckpt / "
-    "outdoor_ot.ckpt for outdoor photos, indoor_ds_new.ckpt / indoor_ds.ckpt / indoor_ot.ckpt "
-    "for indoor scenes) from the 'pretrained models' link (the authors' Google Drive) in the "
-    "README of https://github.com/zju3dv/LoFTR and pass one, e.g. "
-    "'loftr-match a.jpg b.jpg --weights weights/outdoor_ds.ckpt' (loftr-convert turns it into "
-    "a .safetensors file that needs no --preset)"
-)
-
 EPILOG = """\
 examples:
-  # two images, official outdoor weights, resized to 840 px, plot and matches written
+  # two images with the official outdoor weights (downloaded on first use), resized to 840 px
+  # as the outdoor model was evaluated; plot and matches written
   loftr-match ../shared/data/phototourism_sample/london_bridge_19481797_2295892421.jpg \\
               ../shared/data/phototourism_sample/london_bridge_49190386_5209386933.jpg \\
-              --weights weights/outdoor_ds.ckpt --resize 840 --out matches.png --save matches.npz
+              --resize 840 --out matches.png --save matches.npz
 
-  # with intrinsics (fx,fy,cx,cy or 9 numbers of K, row-major): also prints the relative pose
-  loftr-match a.jpg b.jpg --weights outdoor_ds.ckpt --K0 1200,1200,640,480 --K1 1150,1150,600,450
+  # indoor weights; intrinsics (fx,fy,cx,cy or 9 numbers of K, row-major) add the relative pose
+  loftr-match a.jpg b.jpg --weights indoor_new --K0 1200,1200,640,480 --K1 1150,1150,600,450
 
   # many pairs: one 'img0 img1 [K0(9) K1(9)]' per line; results per pair into --out-dir
-  loftr-match --pairs pairs.txt --weights outdoor_ds.ckpt --resize 640 --out-dir results/
+  loftr-match --pairs pairs.txt --weights my_run/checkpoints/best.ckpt --out-dir results/
 
-Weights: the official LoFTR checkpoints (outdoor_ds.ckpt, outdoor_ot.ckpt, indoor_ds.ckpt,
-indoor_ds_new.ckpt, indoor_ot.ckpt) are linked from https://github.com/zju3dv/LoFTR; they are
-read directly (nothing in them is executed). Without --preset the preset is taken from the file
-name when it is an official one (e.g. indoor_ds_new.ckpt), else outdoor_ds / outdoor_ot by the
-checkpoint's kind. Exit status: 0 on success, 2 on bad input (one line says what to fix),
-1 on an internal error (a bug: the line asks for a report; -v shows the traceback).
+Weights: --weights takes a name (outdoor, the default; indoor; indoor_new: kornia's copies of the
+official checkpoints, fetched into $LOFTR_HOME, default ~/.cache/loftr, from
+$LOFTR_WEIGHTS_MIRROR if set, then huggingface.co/kornia/loftr, then cmp.felk.cvut.cz; reused
+offline afterwards; LOFTR_OFFLINE=1 never downloads) or a checkpoint file: the official
+*.ckpt files linked from https://github.com/zju3dv/LoFTR (outdoor_ot.ckpt, indoor_ot.ckpt...),
+a native .safetensors or a loftr-train checkpoint; nothing in them is executed. For a file
+without a stored config the preset is taken from the file name when it is an official one (e.g.
+indoor_ds_new.ckpt), else outdoor_ds / outdoor_ot by the checkpoint's kind. Exit status: 0 on
+success, 2 on bad input (one line says what to fix), 1 on an internal error (a bug: the line
+asks for a report; -v shows the traceback).
 """
 
 
@@ -116,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --pairs: write <img0>_<img1>.npz and .png for every pair here",
     )
     parser.add_argument("--no-progress", action="store_true", help="with --pairs: no progress bar")
-    add_shared(parser, SHARED)
+    add_shared(parser, SHARED, weights="outdoor")
     return parser
 
 
@@ -236,8 +232,6 @@ def _run(args: argparse.Namespace) -> int:
     import cv2
 
     _silence_opencv(cv2)  # OpenCV's own warnings would bypass our one-line errors
-    if args.weights is None:
-        raise InputError(NO_WEIGHTS)
     if args.pairs is None and (args.image0 is None or args.image1 is None):
         raise InputError("give two images (IMG0 IMG1) or --pairs FILE; see loftr-match --help")
     if args.pairs is not None and args.image0 is not None:
@@ -263,17 +257,21 @@ def _run(args: argparse.Namespace) -> int:
     for pair in pairs:  # fail fast on a missing image, before loading the model
         for image in (pair.image0, pair.image1):
             check_readable(image, "image file")
-    matcher = Matcher.from_checkpoint(
-        args.weights,
-        args.preset,
-        attention=args.attention,
-        device=args.device,
-        options=execution_options(args),
-        threshold=args.thr,
-        dtype=args.dtype,
-        resize=args.resize,
-        max_matches=args.max_matches,
-    )
+    settings: dict[str, Any] = {
+        "attention": args.attention,
+        "device": args.device,
+        "options": execution_options(args),
+        "threshold": args.thr,
+        "dtype": args.dtype,
+        "resize": args.resize,
+        "max_matches": args.max_matches,
+    }
+    name = pretrained_name(args.weights)
+    if name is not None:
+        check_preset_for(name, args.preset)
+        matcher = Matcher.from_pretrained(name, **settings)
+    else:
+        matcher = Matcher.from_checkpoint(args.weights, args.preset, **settings)
     if args.pairs is None:
         pair = pairs[0]
         result, pose = _match(matcher, pair, out, save)

@@ -29,6 +29,7 @@ import torch
 from loftr_attention import available_backends
 from loftr_attention.errors import LoftrAttentionError
 from loftr_core.api.devices import resolve_device
+from loftr_core.api.pretrained import PRETRAINED, pretrained_name
 from loftr_core.errors import ConfigError, InputError, LoftrError
 from loftr_core.execution import EXECUTION_PRESETS, ExecutionOptions
 from loftr_core.execution.options import parse_setting
@@ -130,8 +131,18 @@ def _device(text: str) -> str:
     return text
 
 
-def _readable(text: str) -> Path:
-    return check_readable(Path(text), "file")
+def _weights(text: str) -> str:
+    """A ``--weights`` value: a pretrained name (fetched later, not while parsing) or a file."""
+    if pretrained_name(text) is not None:
+        return text
+    path = Path(text)
+    if not path.exists() and "/" not in text and os.sep not in text and not path.suffix:
+        raise InputError(
+            f"weights {text!r}: no such file and not a name of the official weights "
+            f"({', '.join(PRETRAINED)}); check the path or the name"
+        )
+    check_readable(path, "file")
+    return text
 
 
 def add_shared(parser: argparse.ArgumentParser, names: Iterable[str], **defaults: Any) -> None:
@@ -150,11 +161,15 @@ def add_shared(parser: argparse.ArgumentParser, names: Iterable[str], **defaults
     if "weights" in names:
         group.add_argument(
             "--weights",
-            metavar="PATH",
-            type=_typed(_readable),
+            metavar="NAME|PATH",
+            type=_typed(_weights),
             default=defaults.get("weights"),
-            help="checkpoint: official .ckpt, kornia state dict, native .safetensors or a "
-            "loftr-train checkpoint",
+            help="official weights by name ("
+            + ", ".join(PRETRAINED)
+            + "; downloaded into $LOFTR_HOME on first use, then reused offline) or a checkpoint "
+            "file: official .ckpt, kornia state dict, native .safetensors or a loftr-train "
+            "checkpoint"
+            + (f" (default: {defaults['weights']})" if defaults.get("weights") else ""),
         )
     if "preset" in names:
         group.add_argument(
