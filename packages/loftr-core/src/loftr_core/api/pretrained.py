@@ -368,7 +368,8 @@ def _request_reason(exc: BaseException) -> str:
     if response is not None and getattr(response, "status_code", None) is not None:
         return f"HTTP {response.status_code} {getattr(response, 'reason', '') or ''}".strip()
     text = _one_line(exc)
-    os_error = re.search(r"\[Errno [^\]]+\] [^'\")\]]+", text)  # e.g. "[Errno 111] Connection refused"
+    # e.g. "[Errno 111] Connection refused" inside urllib3's long retry message
+    os_error = re.search(r"\[Errno [^\]]+\] [^'\")\]]+", text)
     return f"{type(exc).__name__}: {os_error.group(0).strip() if os_error else text}"
 
 
