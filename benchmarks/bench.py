@@ -295,6 +295,12 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
     pair = torch.load(spec["pair"], weights_only=True)
     model = build_model(spec["impl"], spec["thr"], weights, spec["mode"])
     del weights
+    estimate = None
+    if spec["impl"] == "ours":  # what Matcher's memory check predicts for this call
+        from loftr_core.api.memory import estimate_peak_bytes
+
+        shapes = tuple(pair["image0"].shape), tuple(pair["image1"].shape)
+        estimate = estimate_peak_bytes(model, *shapes) / 2**20
     model, context = _prepare(model, spec["impl"], spec["mode"])
     data = dict(pair)
     rss_loaded = _peak_rss_mib()
@@ -343,6 +349,7 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
         "first_s": first_s,
         "peak_rss_mib": peak,
         "rss_loaded_mib": rss_loaded,
+        "estimate_mib": estimate,
         "matches": int(out["keypoints0"].shape[0]),
         "recompile_stats_delta": recompiles,
     }
@@ -532,6 +539,16 @@ def _targets(
                     f"{'PASS' if same else 'FAIL'}  matches of ours {_mode_label(mode)} identical "
                     f"to kornia's, {size[0]}x{size[1]}: {'yes' if same else 'no'}"
                 )
+        for size in (small, mid, big):
+            est, loaded = (
+                get("ours", mode, size, "estimate_mib"),
+                get("ours", mode, size, "rss_loaded_mib"),
+            )
+            peak = get("ours", mode, size, "peak_rss_mib")
+            if est is not None and loaded is not None and peak is not None:
+                check(f"memory estimate ours {_mode_label(mode)}, {size[0]}x{size[1]}: "
+                      "|loaded + estimate - peak RSS| / peak RSS",
+                      abs(loaded + est - peak) / peak, 0.30)  # fmt: skip
         check(f"peak RSS ours {_mode_label(mode)}, 1600x1200 (MiB)",
               get("ours", mode, big, "peak_rss_mib"), 3 * 1024, "{:.0f}")  # fmt: skip
     kc = get("kornia", "compile", small, "median_s")
@@ -767,6 +784,25 @@ def render(
         ]  # fmt: skip
         rows.append(row)
     lines.append(_table(rows, markdown))
+    lines.append("")
+
+    # the memory estimate of Matcher's check (loftr_core.api.memory) against the measurement
+    lines.append(
+        "Memory estimate (loftr_core.api.memory.estimate_peak_bytes, what Matcher checks before "
+        "a call) against the measured peak RSS, our modes:"
+    )
+    mem_rows = [["size", "mode", "RSS loaded MiB", "estimate MiB", "loaded + estimate",
+                 "peak RSS MiB", "ratio", "peak - loaded", "ratio"]]  # fmt: skip
+    for (impl, mode, (w, h)), res in results.items():
+        if impl != "ours" or res.get("estimate_mib") is None:
+            continue
+        est, loaded, peak = res["estimate_mib"], res["rss_loaded_mib"], res["peak_rss_mib"]
+        mem_rows.append([
+            f"{w}x{h}", _mode_label(mode), f"{loaded:.0f}", f"{est:.0f}", f"{loaded + est:.0f}",
+            f"{peak:.0f}", f"{(loaded + est) / peak:.2f}", f"{peak - loaded:.0f}",
+            f"{est / max(peak - loaded, 1.0):.2f}",
+        ])  # fmt: skip
+    lines.append(_table(mem_rows, markdown))
     lines.append("")
 
     # parity with kornia fp32 eager of our fp32 modes

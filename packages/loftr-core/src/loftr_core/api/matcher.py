@@ -37,6 +37,7 @@ import torch
 from loftr_core.api.checkpoint import load_model
 from loftr_core.api.devices import resolve_device, resolve_dtype
 from loftr_core.api.image_io import ImageLike, resize_long_side, to_gray
+from loftr_core.api.memory import MemoryLimit
 from loftr_core.api.pretrained import fetch_pretrained, pretrained_entry
 from loftr_core.errors import CheckpointError, ConfigError, InputError
 from loftr_core.execution import ExecutionOptions
@@ -123,6 +124,12 @@ class Matcher:
         channel_order: channel order of 3/4-channel numpy arrays: ``"rgb"`` (default: PIL,
             imageio, torchvision) or ``"bgr"`` (``cv2.imread`` without a grayscale flag); files
             are always decoded correctly, tensors are RGB.
+        memory_limit: before each forward pass the peak memory is estimated
+            (:func:`~loftr_core.api.memory.estimate_peak_bytes`); above the limit the call stops
+            with a :class:`~loftr_core.api.memory.MemoryLimitError` that gives the sizes, the
+            estimate and a ``resize`` that fits. ``"auto"`` (default): the smaller of 8 GiB and
+            90% of the available memory (CUDA: 90% of the free device memory); a number of GiB;
+            ``None``: no check.
 
     Example:
         >>> matcher = Matcher.from_checkpoint("outdoor_ds.ckpt", resize=840)  # doctest: +SKIP
@@ -143,6 +150,7 @@ class Matcher:
         attention: str | None = None,
         options: ExecutionOptions | str | None = None,
         channel_order: str = "rgb",
+        memory_limit: float | str | None = "auto",
     ) -> None:
         if channel_order not in ("rgb", "bgr"):
             raise ConfigError(
@@ -150,6 +158,7 @@ class Matcher:
                 "and 'bgr' (cv2.imread)"
             )
         self.channel_order = channel_order
+        self.memory_limit = MemoryLimit.parse(memory_limit)
         if not isinstance(model, LoFTR):
             raise ConfigError(f"model must be a loftr_core LoFTR model, got {type(model).__name__}")
         config = model.config
@@ -296,6 +305,9 @@ class Matcher:
     def _run(self, pairs: Sequence[tuple[_Prepared, _Prepared]]) -> list[MatchResult]:
         image0, mask0 = self._stack([p[0] for p in pairs])
         image1, mask1 = self._stack([p[1] for p in pairs])
+        self.memory_limit.check(
+            self.model, tuple(image0.shape), tuple(image1.shape), self.device, resize=self.resize
+        )
         data: dict[str, torch.Tensor] = {
             "image0": image0.to(self.device),
             "image1": image1.to(self.device),

@@ -21,6 +21,7 @@ from loftr_core._version import __version__
 from loftr_core.api.geometry import estimate_pose, parse_intrinsics
 from loftr_core.api.image_io import read_image
 from loftr_core.api.matcher import Matcher
+from loftr_core.api.memory import MemoryLimit
 from loftr_core.api.plotting import draw_matches, save_plot
 from loftr_core.api.pretrained import check_preset_for, pretrained_name
 from loftr_core.cli.runner import (
@@ -32,6 +33,7 @@ from loftr_core.cli.runner import (
     new_parser,
     positive_int,
     run,
+    typed,
 )
 from loftr_core.errors import InputError
 
@@ -64,6 +66,11 @@ indoor_ds_new.ckpt), else outdoor_ds / outdoor_ot by the checkpoint's kind. Exit
 success, 2 on bad input (one line says what to fix), 1 on an internal error (a bug: the line
 asks for a report; -v shows the traceback).
 """
+
+
+def memory_limit(text: str) -> MemoryLimit:
+    """An argparse type: ``--memory-limit`` as a :class:`MemoryLimit`."""
+    return MemoryLimit.parse(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,6 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --pairs: write <img0>_<img1>.npz and .png for every pair here",
     )
     parser.add_argument("--no-progress", action="store_true", help="with --pairs: no progress bar")
+    parser.add_argument(
+        "--memory-limit",
+        type=typed(memory_limit),
+        default=MemoryLimit("auto"),
+        metavar="GIB|auto|none",
+        help="stop before matching when the estimated peak memory is above this many GiB "
+        "(default auto: the smaller of 8 GiB and 90%% of the available memory; none: no check)",
+    )
     add_shared(parser, SHARED, weights="outdoor")
     return parser
 
@@ -265,6 +280,7 @@ def _run(args: argparse.Namespace) -> int:
         "dtype": args.dtype,
         "resize": args.resize,
         "max_matches": args.max_matches,
+        "memory_limit": args.memory_limit.setting,
     }
     name = pretrained_name(args.weights)
     if name is not None:

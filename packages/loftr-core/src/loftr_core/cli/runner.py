@@ -82,7 +82,7 @@ def new_parser(
     return parser
 
 
-def _typed(convert: Callable[[str], Any]) -> Callable[[str], Any]:
+def typed(convert: Callable[[str], Any]) -> Callable[[str], Any]:
     """An argparse ``type`` that turns a :class:`LoftrError` into a parse error (one line)."""
 
     def parse(text: str) -> Any:
@@ -162,7 +162,7 @@ def add_shared(parser: argparse.ArgumentParser, names: Iterable[str], **defaults
         group.add_argument(
             "--weights",
             metavar="NAME|PATH",
-            type=_typed(_weights),
+            type=typed(_weights),
             default=defaults.get("weights"),
             help="official weights by name ("
             + ", ".join(PRETRAINED)
@@ -181,7 +181,7 @@ def add_shared(parser: argparse.ArgumentParser, names: Iterable[str], **defaults
     if "thr" in names:
         group.add_argument(
             "--thr",
-            type=_typed(_thr),
+            type=typed(_thr),
             default=defaults.get("thr"),
             metavar="T",
             help="coarse matching confidence threshold in [0, 1) (default: the model's)",
@@ -189,7 +189,7 @@ def add_shared(parser: argparse.ArgumentParser, names: Iterable[str], **defaults
     if "attention" in names:
         group.add_argument(
             "--attention",
-            type=_typed(_attention),
+            type=typed(_attention),
             default=defaults.get("attention"),
             metavar="NAME",
             help="attention backend from loftr-attention (linear, full, sdpa, flash, "
@@ -198,7 +198,7 @@ def add_shared(parser: argparse.ArgumentParser, names: Iterable[str], **defaults
     if "device" in names:
         group.add_argument(
             "--device",
-            type=_typed(_device),
+            type=typed(_device),
             default=defaults.get("device", "auto"),
             help="torch device: auto (CUDA when available), cpu, cuda, cuda:1 ... "
             f"(default {defaults.get('device', 'auto')})",
@@ -222,7 +222,7 @@ def add_shared(parser: argparse.ArgumentParser, names: Iterable[str], **defaults
             "--exec-option",
             action="append",
             default=[],
-            type=_typed(_setting),
+            type=typed(_setting),
             metavar="NAME=VALUE",
             help="one execution option (repeatable), e.g. fine_chunk_matches=256, "
             "channels_last=false, coarse_dtype=bfloat16; see loftr_core.ExecutionOptions",

@@ -95,9 +95,7 @@ class Execution:
 
         Splitting gives bitwise the same maps (no operation mixes batch elements).
         """
-        limit = self.options.backbone_batch_pixels
-        if limit is None:
-            limit = CPU_BACKBONE_BATCH_PIXELS if _is_cpu(image0) else None
+        limit = self.backbone_batch_limit(image0.device)
         fits = limit is None or image0.numel() + image1.numel() <= limit
         if image0.shape[2:] == image1.shape[2:] and fits:
             n = image0.shape[0]
@@ -106,6 +104,13 @@ class Execution:
         coarse0, fine0 = backbone(image0)
         coarse1, fine1 = backbone(image1)
         return coarse0, fine0, coarse1, fine1
+
+    def backbone_batch_limit(self, device: torch.device) -> int | None:
+        """Pixels of both images up to which they share one backbone pass (None: any size)."""
+        limit = self.options.backbone_batch_pixels
+        if limit is None and device.type == "cpu":
+            return CPU_BACKBONE_BATCH_PIXELS
+        return limit
 
     # ------------------------------------------------------------------------------ transformers
     def linear(self, layer: nn.Linear, x: Tensor) -> Tensor:
