@@ -26,6 +26,41 @@ TEST_DEPS = ["pytest>=8", "hypothesis>=6", "kornia>=0.7"]
 PYTHONS = ["3.10", "3.11", "3.12"]
 
 
+def _explain_missing_pythons() -> None:
+    """Say what to install when a requested ``tests-3.X`` needs a Python that is not on PATH.
+
+    nox itself only reports "Python interpreter 3.10 not found"; this runs when the noxfile is
+    read, before nox looks the interpreter up.
+    """
+    import shutil
+    import subprocess
+    import sys
+
+    def runs(version: str) -> bool:  # a shim (pyenv) can exist without the Python behind it
+        exe = shutil.which(f"python{version}")
+        if exe is None:
+            return False
+        try:
+            return subprocess.run([exe, "-c", ""], capture_output=True, timeout=30).returncode == 0
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+
+    wanted = " ".join(sys.argv[1:])
+    for version in PYTHONS:
+        if f"tests-{version}" in wanted and not runs(version):
+            print(
+                f"nox: tests-{version} needs Python {version} as 'python{version}' on PATH, and "
+                "there is none. Install it (python.org; 'uv python install "
+                f"{version}'; 'pyenv install {version}' and 'pyenv shell' or 'pyenv local' it; "
+                f"or your system's python{version} package), or run the tests with a Python you "
+                "have: " + ", ".join(f"nox -s tests-{v}" for v in PYTHONS if runs(v)),
+                file=sys.stderr,
+            )
+
+
+_explain_missing_pythons()
+
+
 def _install_torch(session: nox.Session) -> None:
     session.install(TORCH)
 
