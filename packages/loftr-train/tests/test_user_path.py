@@ -66,3 +66,36 @@ def test_a_trained_checkpoint_works_in_every_command(
     # the Python API reads it the same way
     api = Matcher.from_checkpoint(last, resize=160, threshold=0.0).match(photos[0], photos[0])
     np.testing.assert_array_equal(api.keypoints0, a["keypoints0"])
+
+
+@pytest.mark.parametrize("img_resize", [320, 840])
+def test_matcher_gives_the_evaluation_pipelines_matches(shared_data: Path, img_resize: int) -> None:
+    """``Matcher(resize=N, pad_to_square=True)`` on the image files gives exactly the matches of
+    the model on loftr-data's MegaDepth test sample (the original's resize and square padding)."""
+    import torch
+
+    from loftr_core import LoFTR, LoFTRConfig
+    from loftr_data import MegaDepthDataset
+
+    sample_dir = shared_data / "megadepth_sample"
+    ds = MegaDepthDataset(
+        sample_dir, sample_dir / "sample.npz", pair_ids=[0], img_resize=img_resize, load_depth=False
+    )
+    sample = ds[0]
+    torch.manual_seed(0)
+    model = LoFTR(LoFTRConfig.outdoor_ds()).eval()
+    keys = ("image0", "image1", "mask0", "mask1", "scale0", "scale1")
+    with torch.inference_mode():
+        reference = model({k: sample[k][None] for k in keys}, thr=0.0)
+    names = [Path(p).name for p in sample["pair_names"]]
+    paths = [sample_dir / name for name in names]
+    matcher = Matcher(model, resize=img_resize, threshold=0.0, pad_to_square=True)
+    result = matcher.match(*paths)
+    assert len(result) == reference["keypoints0"].shape[0] > 20
+    np.testing.assert_allclose(
+        result.keypoints0, reference["keypoints0"].numpy(), rtol=0, atol=1e-4
+    )
+    np.testing.assert_allclose(
+        result.keypoints1, reference["keypoints1"].numpy(), rtol=0, atol=1e-4
+    )
+    np.testing.assert_array_equal(result.confidence, reference["confidence"].numpy())

@@ -130,6 +130,10 @@ class Matcher:
             estimate and a ``resize`` that fits. ``"auto"`` (default): the smaller of 8 GiB and
             90% of the available memory (CUDA: 90% of the free device memory); a number of GiB;
             ``None``: no check.
+        pad_to_square: zero-pad each image bottom/right to a square of its long side, with
+            coarse masks, as the original MegaDepth evaluation does; with ``resize=840`` the model
+            sees exactly what ``loftr-eval`` feeds it (the default pads only to a multiple of 8,
+            which changes the features near the right/bottom border a little).
 
     Example:
         >>> matcher = Matcher.from_checkpoint("outdoor_ds.ckpt", resize=840)  # doctest: +SKIP
@@ -151,6 +155,7 @@ class Matcher:
         options: ExecutionOptions | str | None = None,
         channel_order: str = "rgb",
         memory_limit: float | str | None = "auto",
+        pad_to_square: bool = False,
     ) -> None:
         if channel_order not in ("rgb", "bgr"):
             raise ConfigError(
@@ -159,6 +164,9 @@ class Matcher:
             )
         self.channel_order = channel_order
         self.memory_limit = MemoryLimit.parse(memory_limit)
+        if not isinstance(pad_to_square, bool):
+            raise ConfigError(f"pad_to_square={pad_to_square!r}; it must be True or False")
+        self.pad_to_square = pad_to_square
         if not isinstance(model, LoFTR):
             raise ConfigError(f"model must be a loftr_core LoFTR model, got {type(model).__name__}")
         config = model.config
@@ -282,11 +290,13 @@ class Matcher:
         as_float = gray.astype(np.float32) / 255.0 if gray.dtype == np.uint8 else gray
         return _Prepared(np.ascontiguousarray(as_float, dtype=np.float32), scale, original)
 
-    @staticmethod
-    def _stack(items: Sequence[_Prepared]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Pad to a common multiple of 8: images ``(N, 1, H, W)``, coarse masks or None."""
+    def _stack(self, items: Sequence[_Prepared]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Pad to a common multiple of 8 (a square with ``pad_to_square``): images
+        ``(N, 1, H, W)``, coarse masks or None."""
         hp = _ceil_to(max(p.image.shape[0] for p in items), DIVISOR)
         wp = _ceil_to(max(p.image.shape[1] for p in items), DIVISOR)
+        if self.pad_to_square:
+            hp = wp = max(hp, wp)
         batch = np.zeros((len(items), 1, hp, wp), np.float32)
         mask = np.zeros((len(items), hp // DIVISOR, wp // DIVISOR), bool)
         for k, p in enumerate(items):

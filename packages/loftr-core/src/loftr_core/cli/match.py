@@ -87,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--resize", type=positive_int, metavar="N", help="resize so the longer side is N px"
     )
+    parser.add_argument(
+        "--square-pad",
+        action="store_true",
+        help="zero-pad each image to a square (with masks) as the original MegaDepth evaluation; "
+        "with --resize 840 the model sees exactly loftr-eval's inputs",
+    )
     parser.add_argument("--out", metavar="PNG", help="write a match plot (PNG) here")
     parser.add_argument(
         "--save",
@@ -281,6 +287,7 @@ def _run(args: argparse.Namespace) -> int:
         "resize": args.resize,
         "max_matches": args.max_matches,
         "memory_limit": args.memory_limit.setting,
+        "pad_to_square": args.square_pad,
     }
     name = pretrained_name(args.weights)
     if name is not None:
