@@ -247,7 +247,7 @@ BAD_REASONS = {
     "an HTML page": "not a PyTorch checkpoint",
     "an optimal-transport checkpoint": "optimal-transport (OT) checkpoint",
     "another model size": "shape mismatch",
-    "NaN weights": "non-finite values in backbone.conv1.weight",
+    "NaN weights": "non-finite (NaN or inf) weights in backbone.conv1.weight (1 of",
 }
 
 

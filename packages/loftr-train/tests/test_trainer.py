@@ -70,14 +70,17 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(
     killed_run = [str(fault_driver), str(config), f"logging.run_dir={killed}", "--kill-after", "7"]
     dead = _run([sys.executable, *killed_run])
     assert dead.returncode == -9, dead.stderr[-3000:]
-    assert load_checkpoint(killed / "checkpoints" / "last.ckpt")["progress"]["step"] == 6
+    at_kill = load_checkpoint(killed / "checkpoints" / "last.ckpt")["progress"]
+    assert at_kill["step"] == 6 and at_kill["time_s"] > 0
     resumed = _cli(config, killed)  # resumes automatically from the run folder
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from" in resumed.stderr
 
     a = load_checkpoint(full / "checkpoints" / "last.ckpt")
     b = load_checkpoint(killed / "checkpoints" / "last.ckpt")
-    assert a["progress"] == b["progress"]
+    # the same position; the run's wall time kept counting from the killed session's
+    time_a, time_b = a["progress"].pop("time_s"), b["progress"].pop("time_s")
+    assert a["progress"] == b["progress"] and time_b > at_kill["time_s"] and time_a > 0
     assert a["progress"]["step"] == 10 and a["progress"]["optimizer_steps"] == 10
     assert a["model"].keys() == b["model"].keys()
     for key in a["model"]:

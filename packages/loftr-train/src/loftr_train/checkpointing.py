@@ -23,11 +23,12 @@ Layout of a training checkpoint (keys of the top-level dict)::
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import random
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, cast
 
@@ -40,9 +41,14 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "atomic_save",
     "capture_rng_state",
+    "checkpoint_chain",
+    "describe_write_error",
     "find_resume_checkpoint",
     "load_checkpoint",
+    "remove_stale_temporaries",
     "restore_rng_state",
+    "rotate_checkpoints",
+    "verify_checkpoint",
 ]
 
 logger = logging.getLogger(__name__)
@@ -50,15 +56,29 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = "loftr-train-checkpoint/1"
 
 
-def atomic_save(obj: Mapping[str, Any], path: str | Path) -> Path:
+def atomic_save(
+    obj: Mapping[str, Any],
+    path: str | Path,
+    *,
+    verify: Callable[[Path], None] | None = None,
+    before_replace: Callable[[], None] | None = None,
+) -> Path:
     """Write ``obj`` with ``torch.save`` so that ``path`` is never left truncated.
 
     Args:
         obj: tensors and primitive containers only (checked by re-reading nothing; keep it so).
         path: destination file; its folder is created when missing.
+        verify: called with the written temporary file before it replaces ``path`` (e.g.
+            :func:`verify_checkpoint`); an exception keeps the previous ``path``.
+        before_replace: called after a successful write and verification, just before the
+            rename (e.g. to rotate older checkpoints).
 
     Returns:
         The destination path.
+
+    Raises:
+        OSError / RuntimeError: the write failed (disk full, read-only...); ``path`` is unchanged
+            and the temporary file is removed.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -69,6 +89,10 @@ def atomic_save(obj: Mapping[str, Any], path: str | Path) -> Path:
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp_name, 0o666 & ~_umask())  # mkstemp creates 0600; keep the usual mode
+        if verify is not None:
+            verify(Path(tmp_name))
+        if before_replace is not None:
+            before_replace()
         os.replace(tmp_name, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -76,6 +100,57 @@ def atomic_save(obj: Mapping[str, Any], path: str | Path) -> Path:
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the ``.<name>.*.tmp`` files that killed :func:`atomic_save` calls left behind.
+
+    Call it only while no write to ``folder`` is in progress (at the start of a run).
+    """
+    removed = []
+    for tmp in Path(folder).glob(".*.ckpt.*.tmp"):
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+            removed.append(tmp)
+    return removed
+
+
+def verify_checkpoint(path: Path, expected: Mapping[str, Any]) -> None:
+    """Read ``path`` back and check it holds ``expected``'s progress and model tensors.
+
+    Raises:
+        CheckpointError: the file does not read back or differs (a failing disk or filesystem).
+    """
+    state = load_checkpoint(path)
+    model, want = state.get("model", {}), expected["model"]
+    same = (
+        state.get("progress") == expected.get("progress")
+        and model.keys() == want.keys()
+        and all(torch.equal(model[k], want[k]) for k in want)
+    )
+    if not same:
+        raise CheckpointError(
+            f"the checkpoint written to {path} does not read back as written; the disk or "
+            "filesystem is failing"
+        )
+
+
+def describe_write_error(exc: BaseException) -> str:
+    """A short cause for a failed write: the OSError in the chain (``No space left on device
+    (ENOSPC)``; torch hides it behind ``RuntimeError: [enforce fail ...]``), else the first line."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError) and current.errno is not None:
+            name = errno.errorcode.get(current.errno, str(current.errno))
+            return f"{current.strerror or current} ({name})"
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    text = str(exc).strip().splitlines()
+    detail = text[0] if text else ""
+    if "enforce fail" in detail or "file write failed" in detail:
+        return "the write failed (disk full or I/O error)"
+    return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
 
 
 def _umask() -> int:
@@ -97,11 +172,23 @@ def _fsync_dir(folder: Path) -> None:
         os.close(dir_fd)
 
 
+def _read_reason(exc: BaseException) -> str:
+    """Why torch could not read a file, without torch's advice to load it unsafely."""
+    text = str(exc)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        lines = text.split(marker, 1)[1].strip().splitlines()
+        return lines[0].strip() if lines else "unsupported content"
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return first.split(" Please ")[0].split("weights_only")[0].rstrip(" ,(;:")
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a training checkpoint with ``weights_only=True``.
+    """Load a training checkpoint with ``weights_only=True`` (nothing in it is executed).
 
     Raises:
-        CheckpointError: missing/unreadable file or not a loftr-train checkpoint.
+        CheckpointError: missing/unreadable file or not a loftr-train checkpoint (the message
+            never suggests loading it unsafely).
     """
     path = Path(path)
     if not path.is_file():
@@ -110,8 +197,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
         raise CheckpointError(
-            f"cannot read checkpoint {path}: {exc}; the file is corrupt or not a torch checkpoint"
-        ) from exc
+            f"cannot read checkpoint {path} ({_read_reason(exc)}); it is truncated, corrupt or "
+            "not a loftr-train checkpoint, and it is not loaded in a way that could run code"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise CheckpointError(
@@ -122,10 +210,48 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return state
 
 
-def find_resume_checkpoint(run_dir: str | Path) -> Path | None:
-    """``<run_dir>/checkpoints/last.ckpt`` if it exists, else None."""
-    path = Path(run_dir) / "checkpoints" / "last.ckpt"
-    return path if path.is_file() else None
+def checkpoint_chain(folder: str | Path, keep: int) -> list[Path]:
+    """``last.ckpt``, ``last-1.ckpt`` ... ``last-<keep - 1>.ckpt`` in ``folder``, newest first."""
+    folder = Path(folder)
+    return [folder / ("last.ckpt" if k == 0 else f"last-{k}.ckpt") for k in range(max(1, keep))]
+
+
+def rotate_checkpoints(folder: str | Path, keep: int) -> None:
+    """Shift ``last.ckpt`` -> ``last-1.ckpt`` -> ... (the oldest beyond ``keep`` is dropped)."""
+    chain = checkpoint_chain(folder, keep)
+    for extra in Path(folder).glob("last-*.ckpt"):  # from an earlier run with a larger keep
+        if extra not in chain:
+            with contextlib.suppress(OSError):
+                extra.unlink()
+    for older, newer in zip(reversed(chain[1:]), reversed(chain[:-1]), strict=True):
+        if newer.is_file():
+            os.replace(newer, older)
+
+
+def find_resume_checkpoint(run_dir: str | Path, keep: int = 1) -> Path | None:
+    """The newest readable checkpoint of ``<run_dir>/checkpoints`` (see :func:`checkpoint_chain`).
+
+    An unreadable newer file is skipped with a warning naming it and the one used instead.
+    None when there is none.
+    """
+    failures: list[str] = []
+    for path in checkpoint_chain(Path(run_dir) / "checkpoints", keep):
+        if not path.is_file():
+            continue
+        try:
+            load_checkpoint(path)
+        except CheckpointError as exc:
+            failures.append(str(exc))
+            continue
+        for failure in failures:
+            logger.warning("%s; resuming from the older %s instead", failure, path)
+        return path
+    if failures:
+        raise CheckpointError(
+            f"no readable checkpoint in {Path(run_dir) / 'checkpoints'}: {'; '.join(failures)}; "
+            "start a fresh run folder or pass --resume with a good checkpoint"
+        )
+    return None
 
 
 # -------------------------------------------------------------------------------------- RNG

@@ -319,7 +319,10 @@ class CheckpointConfig:
             always saves.
         monitor: validation metric that selects ``best.ckpt`` (higher is better).
         save_best: keep ``best.ckpt``.
-        auto_resume: continue from ``<run_dir>/checkpoints/last.ckpt`` when it exists.
+        auto_resume: continue from ``<run_dir>/checkpoints/last.ckpt`` when it exists (falling
+            back to the newest readable older one when it is not readable).
+        keep_last: how many of the newest checkpoints to keep: ``last.ckpt`` and the older
+            ``last-1.ckpt`` ... ``last-<keep_last - 1>.ckpt`` (resume falls back along them).
     """
 
     every_n_steps: int | None = None
@@ -327,10 +330,12 @@ class CheckpointConfig:
     monitor: str = "auc@10"
     save_best: bool = True
     auto_resume: bool = True
+    keep_last: int = 3
 
     def __post_init__(self) -> None:
         _positive("checkpoint", "every_n_steps", self.every_n_steps)
         _positive("checkpoint", "every_n_epochs", self.every_n_epochs)
+        _positive("checkpoint", "keep_last", self.keep_last)
 
 
 @dataclass(frozen=True)

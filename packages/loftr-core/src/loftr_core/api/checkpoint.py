@@ -57,6 +57,7 @@ from loftr_core.model.config import PRESETS, LoFTRConfig
 __all__ = [
     "CheckpointLayout",
     "LoadedCheckpoint",
+    "check_finite",
     "check_state_dict",
     "convert_checkpoint",
     "load_model",
@@ -376,6 +377,28 @@ def check_state_dict(
         )
 
 
+def check_finite(state_dict: Mapping[str, torch.Tensor], *, source: str = "checkpoint") -> None:
+    """Raise unless every floating-point tensor of ``state_dict`` is finite.
+
+    A model with NaN or infinite weights loads without complaint and then finds no matches; this
+    names the tensors instead.
+
+    Raises:
+        CheckpointError: naming the non-finite tensors (up to 5) and how many values.
+    """
+    bad = []
+    for key, value in state_dict.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            count = int((~torch.isfinite(value)).sum())
+            if count:
+                bad.append(f"{key} ({count} of {value.numel()} values)")
+    if bad:
+        raise CheckpointError(
+            f"{source} has non-finite (NaN or inf) weights in {_list(bad, 5)}; the training that "
+            "wrote it diverged or the file is damaged: use an earlier checkpoint"
+        )
+
+
 def _infer_preset(path: Path, match_type: str) -> str:
     stem = path.stem.lower()
     for candidate in (stem, stem.removeprefix("loftr_")):
@@ -465,6 +488,7 @@ def load_model(
             )
     model = LoFTR(config, options)
     check_state_dict(model.state_dict(), ckpt.state_dict, source=f"checkpoint {str(ckpt.path)!r}")
+    check_finite(ckpt.state_dict, source=f"checkpoint {str(ckpt.path)!r}")
     model.load_state_dict(ckpt.state_dict, strict=True)
     return model.to(target).eval()
 

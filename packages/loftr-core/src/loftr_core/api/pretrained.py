@@ -40,9 +40,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
-import torch
-
-from loftr_core.api.checkpoint import check_state_dict, read_checkpoint, resolve_config
+from loftr_core.api.checkpoint import (
+    check_finite,
+    check_state_dict,
+    read_checkpoint,
+    resolve_config,
+)
 from loftr_core.errors import CheckpointError, WeightsUnavailableError
 from loftr_core.model import LoFTR
 
@@ -233,13 +236,7 @@ def verify_weights(path: Path, entry: PretrainedWeights) -> None:
     config, _ = resolve_config(ckpt, entry.preset)
     expected = LoFTR(config).state_dict()
     check_state_dict(expected, ckpt.state_dict, source=f"the file for {entry.name!r}")
-    bad = [
-        k
-        for k, v in ckpt.state_dict.items()
-        if v.is_floating_point() and not bool(torch.isfinite(v).all())
-    ]
-    if bad:
-        raise CheckpointError(f"it has non-finite values in {', '.join(bad[:5])}")
+    check_finite(ckpt.state_dict, source="it")
 
 
 def _progress_bar(entry: PretrainedWeights, enabled: bool) -> object:

@@ -65,14 +65,19 @@ class TrainingLoop:
         self.callbacks = callbacks
         self.t_start = t_start
         self.progress = Progress()
+        self.time_before_s = 0.0
         self.best = BestMetric(config.checkpoint.monitor)
         self.last_loss: float | None = None
         self.last_metrics: dict[str, float] = {}
 
     # ------------------------------------------------------------------------------- helpers
     def elapsed(self) -> float:
-        """Seconds since the start of the run."""
+        """Seconds since the start of this session (``trainer.max_time_s`` counts these)."""
         return time.perf_counter() - self.t_start
+
+    def run_time(self) -> float:
+        """Seconds of the whole run: earlier sessions (restored) plus this one."""
+        return self.time_before_s + self.elapsed()
 
     def info(self) -> StepInfo:
         """The hooks' view of the current position."""
@@ -94,6 +99,7 @@ class TrainingLoop:
         return self._out_of_time()
 
     def _save(self, *, best: bool, write_last: bool = True) -> None:
+        self.progress.time_s = self.run_time()
         paths = self.checkpoints.save(self.progress, self.best, best=best, write_last=write_last)
         self.callbacks.after_checkpoint(self.info(), paths)
 
@@ -101,6 +107,7 @@ class TrainingLoop:
     def restore(self, progress: Progress, best: BestMetric) -> None:
         """Continue from a restored position (see :meth:`CheckpointManager.restore`)."""
         self.progress, self.best = progress, best
+        self.time_before_s = progress.time_s
 
     def run(self) -> None:
         """Train until ``max_epochs`` / ``max_steps`` / ``max_time_s``; always checkpoints."""
@@ -194,7 +201,7 @@ class TrainingLoop:
             if self.ctx.is_main:
                 shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
                 logger.info("epoch %d validation: %s", p.epoch, shown)
-            self.metrics_log.log_validation(metrics, p, self.elapsed())
+            self.metrics_log.log_validation(metrics, p, self.run_time())
         p.epoch_done = True
         every = cfg.checkpoint.every_n_epochs
         due = every is not None and (p.epoch + 1) % every == 0

@@ -19,9 +19,32 @@ from loftr_train.distributed import DistContext, all_reduce_mean
 from loftr_train.train_config import LoggingConfig
 from loftr_train.trainer.state import Progress
 
-__all__ = ["MetricsLogger"]
+__all__ = ["MetricsLogger", "json_record"]
 
 _LOSS_KEYS = ("loss", "loss_c", "loss_f")
+
+
+def json_record(progress: Progress, time_s: float, metrics: Mapping[str, float]) -> str:
+    """One strict-JSON line of ``metrics.jsonl``: non-finite values become ``null`` and are named
+    under ``"nonfinite"`` (bare ``NaN`` is not JSON)."""
+    values: dict[str, float | None] = {}
+    nonfinite: list[str] = []
+    for key, value in metrics.items():
+        number = float(value)
+        if math.isfinite(number):
+            values[key] = number
+        else:
+            values[key] = None
+            nonfinite.append(key)
+    record: dict[str, object] = {
+        "epoch": progress.epoch,
+        "step": progress.step,
+        "time_s": round(time_s, 3),
+        **values,
+    }
+    if nonfinite:
+        record["nonfinite"] = nonfinite
+    return json.dumps(record, allow_nan=False)
 
 
 class MetricsLogger:
@@ -89,12 +112,12 @@ class MetricsLogger:
     def log_validation(
         self, metrics: Mapping[str, float], progress: Progress, elapsed_s: float
     ) -> None:
-        """Append the validation metrics to ``metrics.jsonl`` and TensorBoard (rank 0 only)."""
+        """Append the validation metrics to ``metrics.jsonl`` (strict JSON, :func:`json_record`;
+        ``elapsed_s``: the run's wall time, earlier sessions included) and TensorBoard (rank 0)."""
         if not self.ctx.is_main:
             return
-        record = {"epoch": progress.epoch, "step": progress.step, "time_s": elapsed_s, **metrics}
         with (self.run_dir / "metrics.jsonl").open("a") as fh:
-            fh.write(json.dumps(record) + "\n")
+            fh.write(json_record(progress, elapsed_s, metrics) + "\n")
         if self.writer is not None:
             for k, v in metrics.items():
                 group = "val" if k.startswith("loss") else "metrics"

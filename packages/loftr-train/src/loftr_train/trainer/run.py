@@ -15,10 +15,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
-from loftr_train.distributed import DistContext
+from loftr_core.errors import ConfigError
+from loftr_train.distributed import DistContext, all_gather_objects
 from loftr_train.train_config import TrainConfig
 from loftr_train.trainer.callbacks import CallbackList, TrainerCallbacks
 from loftr_train.trainer.checkpoints import CheckpointManager
@@ -32,6 +34,39 @@ from loftr_train.trainer.validation import Validator
 __all__ = ["Trainer"]
 
 logger = logging.getLogger(__name__)
+
+
+RUN_TOKEN = ".run-token"
+
+
+def _check_shared(ctx: DistContext, run_dir: Path) -> None:
+    """Every rank must see the run folder rank 0 writes (checkpoints, resume): a collective.
+
+    Rank 0 writes a fresh token into the folder; a rank that reads another one (or none) is on
+    another disk, e.g. a node-local ``logging.run_dir``, which would resume ranks from different
+    checkpoints.
+
+    Raises:
+        ConfigError: on every rank, naming the ranks that do not see it.
+    """
+    if not ctx.distributed:
+        return
+    token = None
+    if ctx.is_main:
+        token = uuid.uuid4().hex
+        (run_dir / RUN_TOKEN).write_text(token)
+    token = all_gather_objects(ctx, token)[0]  # after rank 0 wrote it
+    try:
+        seen = (run_dir / RUN_TOKEN).read_text()
+    except OSError:
+        seen = None
+    blind = [r for r, ok in enumerate(all_gather_objects(ctx, seen == token)) if not ok]
+    if blind:
+        raise ConfigError(
+            f"rank(s) {', '.join(map(str, blind))} do not see the run folder rank 0 writes "
+            f"(logging.run_dir={str(run_dir)!r}): checkpoints and resuming need it on storage "
+            "every node sees (a shared filesystem, the same path on every node)"
+        )
 
 
 class Trainer:
@@ -68,6 +103,7 @@ class Trainer:
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)  # every rank writes logs
         if ctx.is_main:
             (run_dir / "config.yaml").write_text(self.config.to_yaml())
+        _check_shared(ctx, run_dir)
         return run_dir
 
     def _fit(self, ctx: DistContext, t_start: float) -> TrainResult:
@@ -99,9 +135,8 @@ class Trainer:
             best_value=loop.best.value,
             best_epoch=loop.best.epoch,
             last_metrics=dict(loop.last_metrics),
-            wall_time_s=loop.elapsed(),
+            wall_time_s=loop.run_time(),
         )
         self.callbacks.on_finish(loop.info(), parts.model, result)
-        if ctx.is_main:
-            logger.info(result.summary())
+        logger.debug("finished: %s", result.summary())  # the command prints it once
         return result

@@ -20,6 +20,8 @@ class Progress:
         optimizer_steps: optimiser steps actually taken.
         skipped_steps: iterations skipped for a non-finite loss or gradient.
         epoch_done: ``epoch`` is finished (validated); resuming starts the next one.
+        time_s: wall time of the run at this position, earlier sessions included (resumes keep
+            counting from it).
     """
 
     epoch: int = 0
@@ -28,6 +30,7 @@ class Progress:
     optimizer_steps: int = 0
     skipped_steps: int = 0
     epoch_done: bool = False
+    time_s: float = 0.0
 
     def position(self) -> tuple[int, int, int]:
         """(step, epoch, batch) with a finished epoch counted as the start of the next one."""
