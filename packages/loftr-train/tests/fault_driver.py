@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from loftr_core.errors import LoftrError
 from loftr_train.train_config import load_config
 from loftr_train.trainer import StepInfo, Trainer, TrainerCallbacks, TrainResult
 
@@ -92,6 +93,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--nan-at", type=_at, default=None)
     p.add_argument("--no-gt-at", type=_at, default=None)
     p.add_argument("--dump-dir", type=Path, default=None)
+    p.add_argument(
+        "--run-dir-per-rank",
+        action="store_true",
+        help="append /rank<R> to logging.run_dir: node-local run folders, simulated on one host",
+    )
     args = p.parse_args(argv)
     rank = os.environ.get("RANK", "0")
     logging.basicConfig(
@@ -107,7 +113,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         callbacks.append(NoGroundTruthAt(*args.no_gt_at))
     if args.dump_dir is not None:
         callbacks.append(DumpFinalState(args.dump_dir))
-    result = Trainer(load_config(args.config, args.overrides), callbacks=callbacks).fit()
+    config = load_config(args.config, args.overrides)
+    if args.run_dir_per_rank:
+        config = load_config(
+            args.config, [*args.overrides, f"logging.run_dir={config.logging.run_dir}/rank{rank}"]
+        )
+    try:
+        result = Trainer(config, callbacks=callbacks).fit()
+    except LoftrError as exc:  # one line, as the loftr-train command prints it
+        print(f"fault_driver [rank {rank}]: error: {exc}", file=sys.stderr)
+        return 2
     if rank == "0":
         print(result.summary())
     return 0

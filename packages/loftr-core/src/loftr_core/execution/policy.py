@@ -50,10 +50,19 @@ class Execution:
         return f"Execution({self.options}, dynamic_shapes={self.dynamic_shapes})"
 
     # ---------------------------------------------------------------------------------- backbone
+    def channels_last_on(self, device: torch.device) -> bool:
+        """Whether convolutions run channels-last (NHWC) on ``device``.
+
+        Training should then hold the convolution weights channels-last too
+        (``model.to(memory_format=torch.channels_last)`` before wrapping it in DDP): their
+        gradients follow the activations' layout, and DDP's buckets follow the parameters'.
+        """
+        setting = self.options.channels_last
+        return setting is True or (setting == "auto" and device.type == "cpu")
+
     def conv_layout(self, x: Tensor) -> Tensor:
         """``x`` in the memory layout later convolutions should run in (they follow their input)."""
-        setting = self.options.channels_last
-        if setting is True or (setting == "auto" and _is_cpu(x)):
+        if self.channels_last_on(x.device):
             return x.contiguous(memory_format=torch.channels_last)
         return x
 

@@ -125,6 +125,10 @@ def build_components(cfg: TrainConfig, ctx: DistContext) -> TrainComponents:
         milestones=tuple(cfg.schedule.milestones),
         gamma=cfg.schedule.gamma,
     )
+    if model.execution.channels_last_on(ctx.device):
+        # weights in the activations' layout: their gradients then match DDP's bucket views
+        # (else DDP copies every gradient and warns "Grad strides do not match bucket view")
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch#86474
     optimizer: torch.optim.Optimizer
     if cfg.optim.optimizer == "adamw":
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=cfg.optim.adamw_decay)
