@@ -11,16 +11,26 @@ import torch
 
 from loftr_core.api import pretrained
 
+#: The shipped public mirrors, captured before the fixture below empties them.
+SHIPPED_MIRRORS = pretrained.DEFAULT_MIRRORS
+
+
+@pytest.fixture
+def shipped_mirrors() -> tuple[str, ...]:
+    """:data:`loftr_core.api.pretrained.DEFAULT_MIRRORS` as shipped (tests see it emptied)."""
+    return SHIPPED_MIRRORS
+
 
 @pytest.fixture(autouse=True)
 def _no_weights_download(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """No test reaches the public mirrors or the user's cache: an empty cache folder per test and
-    no default mirrors (tests that download serve the files from a loopback server)."""
+    """No test reaches the public mirrors or the user's cache: an empty cache folder per test,
+    no default mirrors, and ``LOFTR_OFFLINE=1`` (also for subprocesses); tests that download
+    lift it and serve the files from a loopback server."""
     monkeypatch.setenv(pretrained.ENV_HOME, str(tmp_path_factory.mktemp("loftr_home")))
     monkeypatch.delenv(pretrained.ENV_MIRROR, raising=False)
-    monkeypatch.delenv(pretrained.ENV_OFFLINE, raising=False)
+    monkeypatch.setenv(pretrained.ENV_OFFLINE, "1")
     monkeypatch.setattr(pretrained, "DEFAULT_MIRRORS", ())
 
 

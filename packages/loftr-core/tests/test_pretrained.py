@@ -109,7 +109,9 @@ class WeightsServer:
 
 
 @pytest.fixture
-def serve() -> Iterator[type[WeightsServer]]:
+def serve(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[WeightsServer]]:
+    """Start loopback servers (stopped after the test); downloading is allowed while it runs."""
+    monkeypatch.delenv(pretrained.ENV_OFFLINE)
     started: list[WeightsServer] = []
 
     class Tracked(WeightsServer):
@@ -297,6 +299,9 @@ def test_a_truncated_transfer_is_not_kept(
     with pytest.raises(WeightsUnavailableError, match="could not download pretrained weights"):
         pretrained.fetch_pretrained("outdoor")
     assert list(_cache().iterdir()) == []
+    # the transfer itself was seen to be short (pooch/requests), before any content check
+    with pytest.raises(WeightsUnavailableError, match=r"ChunkedEncodingError: .*IncompleteRead"):
+        pretrained.fetch_pretrained("outdoor")
 
 
 def test_an_interrupted_download_leaves_no_file_and_is_cleaned_up(
@@ -330,21 +335,29 @@ def test_an_interrupted_download_leaves_no_file_and_is_cleaned_up(
     assert [p.name.startswith(f".{OUTDOOR.file}.") for p in cache.iterdir()] == [True]
     good = serve({OUTDOOR.file: body})
     monkeypatch.setenv(pretrained.ENV_MIRROR, good.url)
+    # a partial that is still young may belong to a live download (another host, container or
+    # pid namespace): it is kept; once it has stopped growing for long enough it is removed
+    young = pretrained.fetch_pretrained("outdoor", cache=cache.parent)
+    assert young.read_bytes() == body and len(list(cache.glob("*.partial"))) == 1
+    young.unlink()
+    old = time.time() - (2 * pretrained.DOWNLOAD_TIMEOUT_S + 61)
+    for partial in cache.glob("*.partial"):
+        os.utime(partial, (old, old))
     assert pretrained.fetch_pretrained("outdoor").read_bytes() == body
     assert sorted(p.name for p in cache.iterdir()) == [OUTDOOR.file]  # the stale partial is gone
 
 
 def test_offline_with_an_empty_cache_says_where_a_copy_goes(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    shipped_mirrors: tuple[str, ...],
 ) -> None:
-    monkeypatch.setattr(
-        pretrained,
-        "DEFAULT_MIRRORS",
-        (
-            "https://huggingface.co/kornia/loftr/resolve/main",
-            "https://cmp.felk.cvut.cz/~mishkdmy/models",
-        ),
+    assert shipped_mirrors == (
+        "https://huggingface.co/kornia/loftr/resolve/main",
+        "https://cmp.felk.cvut.cz/~mishkdmy/models",
     )
+    monkeypatch.setattr(pretrained, "DEFAULT_MIRRORS", shipped_mirrors)
     monkeypatch.setenv(pretrained.ENV_OFFLINE, "1")
     target = _cache() / OUTDOOR.file
     with pytest.raises(WeightsUnavailableError) as caught:
@@ -403,6 +416,7 @@ def test_loftr_match_defaults_to_the_outdoor_weights(
 def test_cache_folder_problems_are_one_line(
     outdoor: tuple[LoFTR, bytes], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    monkeypatch.delenv(pretrained.ENV_OFFLINE)
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
     monkeypatch.setenv(pretrained.ENV_HOME, str(blocker / "cache"))
@@ -434,3 +448,29 @@ def test_default_cache_folder_follows_the_platform(
     assert pretrained.cache_dir() == tmp_path / "loftr"
     monkeypatch.setenv(pretrained.ENV_HOME, "~/somewhere")
     assert pretrained.cache_dir() == Path.home() / "somewhere"
+
+
+def test_a_bare_name_is_the_name_even_next_to_a_file_of_that_name(
+    serve: type[WeightsServer],
+    outdoor: tuple[LoFTR, bytes],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    _, body = outdoor
+    server = serve({OUTDOOR.file: body})
+    monkeypatch.setenv(pretrained.ENV_MIRROR, server.url)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "outdoor").write_bytes(b"a file that happens to be called outdoor")
+    path, preset = pretrained.resolve_weights("outdoor")
+    assert path == _cache() / OUTDOOR.file and preset == "outdoor_ds"
+    assert path.read_bytes() == body
+    assert pretrained.resolve_weights("./outdoor") == (Path("outdoor"), None)
+    assert pretrained.resolve_weights(Path("outdoor"), "indoor_ds") == (
+        Path("outdoor"),
+        "indoor_ds",
+    )
+    # a wrong preset for a name is refused before anything is downloaded
+    (_cache() / OUTDOOR.file).unlink()
+    with pytest.raises(CheckpointError, match="use preset 'outdoor_ds', not 'indoor_ds'"):
+        pretrained.resolve_weights("outdoor", "indoor_ds")
+    assert server.requests[OUTDOOR.file] == 1

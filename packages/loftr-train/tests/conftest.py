@@ -12,6 +12,17 @@ from typing import Any
 
 import pytest
 
+
+@pytest.fixture(autouse=True)
+def _offline_weights(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No test (nor its subprocesses) downloads weights or touches the user's weights cache."""
+    monkeypatch.setenv("LOFTR_HOME", str(tmp_path_factory.mktemp("loftr_home")))
+    monkeypatch.setenv("LOFTR_OFFLINE", "1")
+    monkeypatch.delenv("LOFTR_WEIGHTS_MIRROR", raising=False)
+
+
 #: The fault-injection callbacks and the script that trains with them (see its docstring).
 FAULT_DRIVER = Path(__file__).resolve().with_name("fault_driver.py")
 

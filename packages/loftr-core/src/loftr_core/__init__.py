@@ -26,8 +26,17 @@ from loftr_core.api.geometry import (
 )
 from loftr_core.api.image_io import read_image, to_gray
 from loftr_core.api.matcher import Matcher, MatchResult
+from loftr_core.api.memory import estimate_peak_bytes
 from loftr_core.api.plotting import draw_matches, save_plot
-from loftr_core.errors import CheckpointError, ConfigError, InputError, LoftrError
+from loftr_core.api.pretrained import PRETRAINED, fetch_pretrained
+from loftr_core.errors import (
+    CheckpointError,
+    ConfigError,
+    InputError,
+    LoftrError,
+    MemoryLimitError,
+    WeightsUnavailableError,
+)
 from loftr_core.execution import EXECUTION_PRESETS, ExecutionOptions
 from loftr_core.model import LoFTR
 from loftr_core.model.config import (
@@ -42,6 +51,7 @@ from loftr_core.model.config import (
 __all__ = [
     "EXECUTION_PRESETS",
     "PRESETS",
+    "PRETRAINED",
     "BackboneConfig",
     "CheckpointError",
     "CoarseConfig",
@@ -55,11 +65,15 @@ __all__ = [
     "MatchCoarseConfig",
     "MatchResult",
     "Matcher",
+    "MemoryLimitError",
     "PoseEstimate",
+    "WeightsUnavailableError",
     "__version__",
     "convert_checkpoint",
     "draw_matches",
+    "estimate_peak_bytes",
     "estimate_pose",
+    "fetch_pretrained",
     "load_model",
     "read_checkpoint",
     "read_image",

@@ -12,6 +12,7 @@ __all__ = [
     "ConfigError",
     "InputError",
     "LoftrError",
+    "MemoryLimitError",
     "WeightsUnavailableError",
 ]
 
@@ -38,3 +39,8 @@ class WeightsUnavailableError(CheckpointError):
     The message names the file, the URLs tried and the exact cache path where a manually
     downloaded copy is picked up.
     """
+
+
+class MemoryLimitError(InputError):
+    """A matching call would need more memory than the limit; the message gives the image sizes,
+    the estimate and the fix (a ``resize`` that fits, or the option that lifts the limit)."""

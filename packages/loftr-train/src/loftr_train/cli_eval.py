@@ -2,8 +2,9 @@
 
 Examples::
 
-    # MegaDepth-1500 (images under ROOT/Undistorted_SfM/..., index from zju3dv/LoFTR assets)
-    loftr-eval outdoor_ds.ckpt --data-root data/megadepth/test \\
+    # MegaDepth-1500 with the official outdoor weights by name (downloaded on first use;
+    # images under ROOT/Undistorted_SfM/..., index from zju3dv/LoFTR assets)
+    loftr-eval outdoor --data-root data/megadepth/test \\
         --index-dir assets/megadepth_test_1500_scene_info --output md1500.jsonl
     # any scene-info file, a subset of its pairs, at a smaller size
     loftr-eval model.safetensors --data-root ../shared/data/megadepth_sample \\

@@ -2,9 +2,9 @@
 
 :func:`estimate_peak_bytes` predicts the peak memory a forward pass adds to the process (on CPU:
 resident memory; on CUDA the same model is used for device memory) from the input sizes, the
-model's widths and its execution options. It is an empirical model of the measured peaks (fresh
-process, first call, fp32, ``outdoor_ds``); ``benchmarks/bench.py`` prints it next to the measured
-peak RSS at every size it runs:
+model's widths and its execution options. It is an empirical model of measured peaks (fp32,
+``outdoor_ds``, repeated calls in one process); ``benchmarks/bench.py`` prints it next to the
+measured peak RSS at every size it runs:
 
 * the retained maps and the transformer/matching work grow with the pixels of both images:
   ``BASE + PER_PIXEL * (pixels of all images)``;
@@ -13,10 +13,11 @@ peak RSS at every size it runs:
 * a dual-softmax score budget above the CPU default (``coarse_chunk_elements``) adds its float32
   bytes twice (scores and their exponentials).
 
-:class:`MemoryLimit` turns an estimate into a decision: the default limit (``"auto"``) is the
-smaller of :data:`DEFAULT_LIMIT_GIB` and 90% of the memory available now (``MemAvailable`` and the
-cgroup limit on Linux; free device memory on CUDA), so a 5000x4000 pair is refused in a second
-instead of running for half an hour at 13 GiB.
+:class:`MemoryLimit` turns an estimate into a decision. The default limit (``"auto"``) on CPU is
+the smaller of :data:`DEFAULT_LIMIT_GIB` and 90% of the memory available now (``MemAvailable`` and
+the cgroup headroom on Linux); on CUDA it is 90% of the free device memory (PyTorch's cached
+blocks count as free); on other devices there is no check. So a pair far too large for the
+machine is refused before the model runs instead of swapping for a long time.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from loftr_core.errors import ConfigError, InputError
+from loftr_core.errors import ConfigError, MemoryLimitError
 from loftr_core.execution.policy import CPU_COARSE_CHUNK
 from loftr_core.model import LoFTR
 
@@ -47,17 +48,13 @@ DEFAULT_LIMIT_GIB = 8.0
 #: Share of the available memory the ``"auto"`` setting allows.
 AVAILABLE_SHARE = 0.9
 
-# Coefficients of the empirical model (bytes), fitted to the peaks of repeated calls (the first
-# call peaks ~0.13 GB lower) of outdoor_ds on CPU
-# at 320x240 ... 1600x1200 (equal and unequal pairs); the widths scale them for other models.
+# Coefficients of the empirical model (bytes), fitted to the peaks of repeated calls of
+# outdoor_ds on CPU at 320x240 ... 1600x1200 (equal and unequal pairs); the widths scale them for
+# other models. The measurements are in the loftr-core CHANGELOG and the bench's memory table.
 BASE = 380e6
 PER_PIXEL = 333.0
 BACKBONE_PER_PIXEL = 600.0
 _REFERENCE_WIDTH = 128  # resnetfpn.initial_dim of the official models
-
-
-class MemoryLimitError(InputError):
-    """A call would need more memory than the limit; the message gives the sizes and the fix."""
 
 
 def _scale(model: LoFTR) -> float:
@@ -80,7 +77,7 @@ def estimate_peak_bytes(
         device: where it will run (the budgets differ by device).
 
     Returns:
-        Bytes; within about 30% of the measured peak (see the module docstring).
+        Bytes (``benchmarks/bench.py`` compares them with measured peaks).
     """
     dev = torch.device(device)
     n0 = shape0[0] if len(shape0) == 4 else 1
@@ -107,13 +104,26 @@ def _read_int(path: str) -> int | None:
     return int(text) if text.isdigit() else None
 
 
+def _cgroup_stat(key: str) -> int:
+    try:
+        for line in Path("/sys/fs/cgroup/memory.stat").read_text().splitlines():
+            name, _, value = line.partition(" ")
+            if name == key and value.strip().isdigit():
+                return int(value)
+    except OSError:
+        pass
+    return 0
+
+
 def available_memory_bytes(device: torch.device | str = "cpu") -> int | None:
     """Memory available to this process now: free device memory (CUDA), else the smaller of
     ``MemAvailable`` and the cgroup (v2) headroom on Linux; None where it cannot be read."""
     dev = torch.device(device)
     if dev.type == "cuda":
         try:
-            return int(torch.cuda.mem_get_info(dev)[0])
+            free = int(torch.cuda.mem_get_info(dev)[0])
+            # blocks PyTorch keeps cached for reuse are free for the next call too
+            return free + int(torch.cuda.memory_reserved(dev) - torch.cuda.memory_allocated(dev))
         except (RuntimeError, AssertionError):
             return None
     if dev.type != "cpu":
@@ -128,7 +138,8 @@ def available_memory_bytes(device: torch.device | str = "cpu") -> int | None:
         pass
     cap, used = _read_int("/sys/fs/cgroup/memory.max"), _read_int("/sys/fs/cgroup/memory.current")
     if cap is not None and used is not None:
-        candidates.append(max(0, cap - used))
+        # page cache the kernel can drop is not in use (kubelet's working set does the same)
+        candidates.append(max(0, cap - used + _cgroup_stat("inactive_file")))
     if not candidates and hasattr(os, "sysconf"):
         with contextlib.suppress(ValueError, OSError):
             candidates.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
@@ -140,8 +151,9 @@ class MemoryLimit:
     """A memory limit for matching calls.
 
     Attributes:
-        setting: ``"auto"`` (the smaller of :data:`DEFAULT_LIMIT_GIB` and 90% of the available
-            memory), a number of GiB, or ``None`` (no check).
+        setting: ``"auto"`` (CPU: the smaller of :data:`DEFAULT_LIMIT_GIB` and 90% of the
+            available memory; CUDA: 90% of the free device memory), a number of GiB, or ``None``
+            (no check).
     """
 
     setting: float | str | None = "auto"
@@ -159,12 +171,13 @@ class MemoryLimit:
                 if isinstance(value, str)
                 else float(value)
             )
-        except ValueError:
+        except (TypeError, ValueError):
             gib = float("nan")
         if isinstance(value, bool) or not math.isfinite(gib) or gib <= 0:
             raise ConfigError(
-                f"memory limit {value!r}: give a positive number of GiB, 'auto' (the default: "
-                f"{DEFAULT_LIMIT_GIB:g} GiB or 90% of the available memory, if less) or 'none'"
+                f"memory limit {value!r}: give a positive number of GiB, 'auto' (the default: on "
+                f"CPU {DEFAULT_LIMIT_GIB:g} GiB or 90% of the available memory, if less; on CUDA "
+                "90% of the free device memory) or 'none'"
             )
         return cls(gib)
 

@@ -21,12 +21,11 @@ a temporary ``.<file>.<host>.<pid>.<id>.partial`` file next to the final one; th
 (sha256 where a published one is known; always that it is a LoFTR checkpoint of the expected
 kind, keys, shapes and finite values) and only then renamed to its final name, so the cache never
 holds a half or wrong file. A file that fails is deleted, reported and the next mirror tried;
-partial files of dead processes are removed before the next download.
+partial files that stopped growing (killed downloads) are removed before the next download.
 """
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import logging
 import os
@@ -77,8 +76,6 @@ DEFAULT_MIRRORS: tuple[str, ...] = (
 
 #: Seconds without data before a mirror counts as failed (connect and each read).
 DOWNLOAD_TIMEOUT_S = 60.0
-#: Partial files of other hosts older than this are removed (their pid cannot be checked).
-_STALE_FOREIGN_S = 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -178,36 +175,20 @@ def _host() -> str:
     return socket.gethostname().replace(".", "_") or "host"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by someone else
-        return True
-    return True
+def _remove_stale_partials(target: Path, timeout: float) -> None:
+    """Delete ``.<file>.*.partial`` files that have not grown for ``2 * timeout + 60`` s.
 
-
-def _remove_stale_partials(target: Path) -> None:
-    """Delete ``.<file>.*.partial`` files left by dead processes (killed downloads)."""
-    prefix = f".{target.name}."
-    for partial in target.parent.glob(f"{prefix}*.partial"):
-        middle = partial.name[len(prefix) : -len(".partial")]
-        parts = middle.rsplit(".", 2)
+    A live download writes at least once per ``timeout`` (or fails and removes its file), so an
+    older partial belongs to a killed process, whatever host or pid namespace it ran in.
+    """
+    for partial in target.parent.glob(f".{target.name}.*.partial"):
         try:
-            host, pid = parts[0], int(parts[1])
             age = time.time() - partial.stat().st_mtime
-        except (IndexError, ValueError, OSError):
+            if age > 2 * timeout + 60:
+                logger.info("removing %s, left by an interrupted download", partial)
+                partial.unlink()
+        except OSError:  # gone meanwhile, or another user's file: not ours to remove
             continue
-        # os.kill(pid, 0) would signal a process on Windows: there only the age decides
-        dead = (
-            not _pid_alive(pid)
-            if host == _host() and os.name == "posix"
-            else age > _STALE_FOREIGN_S
-        )
-        if dead:
-            logger.info("removing %s, left by an interrupted download", partial)
-            partial.unlink(missing_ok=True)
 
 
 def _sha256(path: Path) -> str:
@@ -266,16 +247,17 @@ def _download(
         f".{target.name}.{_host()}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial"
     )
     logger.info("downloading %s from %s to %s", entry.file, url, target)
-    downloader = pooch.HTTPDownloader(progressbar=_progress_bar(entry, progress), timeout=timeout)
+    bar = _progress_bar(entry, progress)
+    downloader = pooch.HTTPDownloader(progressbar=bar, timeout=timeout)
     try:
         downloader(url, str(partial), None)
         verify_weights(partial, entry)
         os.replace(partial, target)
     finally:
+        close = getattr(bar, "close", None)
+        if close is not None:
+            close()
         partial.unlink(missing_ok=True)
-
-
-_DISK_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}
 
 
 def fetch_pretrained(
@@ -326,10 +308,10 @@ def fetch_pretrained(
             f"no mirror to download {entry.file} from (set {ENV_MIRROR}=BASE_URL); "
             + _manual_hint(entry, urls, target)
         )
-    show = progress if progress is not None else sys.stderr.isatty()
+    show = progress if progress is not None else bool(sys.stderr and sys.stderr.isatty())
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        _remove_stale_partials(target)
+        _remove_stale_partials(target, timeout)
     except OSError as exc:
         raise _cache_error(target, exc) from None
     import requests
@@ -343,10 +325,10 @@ def fetch_pretrained(
             reason = f"served a file that is not {entry.file} ({_one_line(exc)}); it was deleted"
         except requests.RequestException as exc:
             reason = _request_reason(exc)
-        except OSError as exc:
-            if exc.errno in _DISK_ERRNOS:
-                raise _cache_error(target, exc) from None
-            reason = _one_line(exc)
+        except OSError as exc:  # local: the download layer's errors are RequestExceptions
+            if target.is_file():  # another process finished the same download first
+                return target
+            raise _cache_error(target, exc) from None
         logger.warning("%s: %s", url, reason)
         failures.append(f"{url}: {reason}")
     raise WeightsUnavailableError(
@@ -378,13 +360,12 @@ def _cache_error(target: Path, exc: OSError) -> WeightsUnavailableError:
 
 
 def pretrained_name(value: str | os.PathLike[str] | None) -> str | None:
-    """``value`` if it names :data:`PRETRAINED` weights and no file of that name exists, else None."""
-    if value is None:
-        return None
-    text = os.fspath(value)
-    return (
-        text if isinstance(text, str) and text in PRETRAINED and not Path(text).is_file() else None
-    )
+    """``value`` if it is a name of :data:`PRETRAINED` (a ``str``, exactly), else None.
+
+    A bare name always means the official weights, even if a file of that name exists in the
+    current folder; write ``./outdoor`` (or pass a ``Path``) for the file.
+    """
+    return value if isinstance(value, str) and value in PRETRAINED else None
 
 
 def check_preset_for(name: str, preset: str | None) -> str:
@@ -403,8 +384,8 @@ def resolve_weights(
 ) -> tuple[Path, str | None]:
     """A checkpoint path and preset for a ``--weights`` value: a pretrained name or a file.
 
-    A value that names an existing file is that file; otherwise a name from
-    :data:`PRETRAINED` is fetched (:func:`fetch_pretrained`) and comes with its preset.
+    A name from :data:`PRETRAINED` is fetched (:func:`fetch_pretrained`) and comes with its
+    preset; anything else is a file path.
 
     Args:
         value: ``"outdoor"``... or a checkpoint path.
@@ -420,4 +401,5 @@ def resolve_weights(
     name = pretrained_name(value)
     if name is None:
         return Path(value), preset
-    return fetch_pretrained(name), check_preset_for(name, preset)
+    preset = check_preset_for(name, preset)  # before a download
+    return fetch_pretrained(name), preset

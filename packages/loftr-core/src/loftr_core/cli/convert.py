@@ -59,7 +59,8 @@ def _run(args: argparse.Namespace) -> int:
         source_path, preset = check_readable(Path(args.input), "checkpoint file"), args.preset
     out = check_output(Path(args.output), "output", suffix=".safetensors")
     if name is not None:  # the output is checked before a download
-        source_path, preset = fetch_pretrained(name), check_preset_for(name, args.preset)
+        preset = check_preset_for(name, args.preset)
+        source_path = fetch_pretrained(name)
     if out.exists() and out.resolve() == source_path.resolve():
         raise InputError("output and input are the same file; choose another output path")
     source = read_checkpoint(source_path)

@@ -131,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=MemoryLimit("auto"),
         metavar="GIB|auto|none",
         help="stop before matching when the estimated peak memory is above this many GiB "
-        "(default auto: the smaller of 8 GiB and 90%% of the available memory; none: no check)",
+        "(default auto: on CPU the smaller of 8 GiB and 90%% of the available memory, on CUDA "
+        "90%% of the free device memory; none: no check)",
     )
     add_shared(parser, SHARED, weights="outdoor")
     return parser

@@ -47,6 +47,7 @@ __all__ = [
     "positive_int",
     "report",
     "run",
+    "typed",
 ]
 
 EXIT_USAGE = 2
@@ -166,9 +167,9 @@ def add_shared(parser: argparse.ArgumentParser, names: Iterable[str], **defaults
             default=defaults.get("weights"),
             help="official weights by name ("
             + ", ".join(PRETRAINED)
-            + "; downloaded into $LOFTR_HOME on first use, then reused offline) or a checkpoint "
-            "file: official .ckpt, kornia state dict, native .safetensors or a loftr-train "
-            "checkpoint"
+            + "; downloaded into $LOFTR_HOME on first use, then reused offline; a bare name is "
+            "always the name, write ./outdoor for a file of that name) or a checkpoint file: "
+            "official .ckpt, kornia state dict, native .safetensors or a loftr-train checkpoint"
             + (f" (default: {defaults['weights']})" if defaults.get("weights") else ""),
         )
     if "preset" in names:
