@@ -4,8 +4,8 @@ The callbacks are installed through the trainer's callback interface (never envi
 variables). The tests use them in-process, and run this file as a script for the faults that
 need their own processes (a SIGKILL, several ranks under torchrun)::
 
-    python fault_driver.py CONFIG [key=value ...] [--kill-after K] [--nan-at S[:R]]
-        [--no-gt-at S[:R]] [--dump-dir DIR]
+    python fault_driver.py CONFIG [key=value ...] [--kill-after S[:R]] [--nan-at S[:R]]
+        [--no-gt-at S[:R]] [--dump-dir DIR] [--late-start SECONDS[:R]] [--run-dir-per-rank]
     python -m torch.distributed.run --nproc_per_node 2 fault_driver.py CONFIG ...
 
 ``S[:R]``: at iteration ``S`` (1-based), on rank ``R`` only (every rank without ``:R``).
@@ -19,6 +19,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -61,10 +62,12 @@ class NoGroundTruthAt(_At):
 
 
 class KillAfterStep(_At):
-    """SIGKILLs the process once that iteration (and its checkpoint, if due) is done."""
+    """SIGKILLs the process once that iteration (and its checkpoint, if due) is done; under
+    torchrun only in the first attempt (a restarted worker then runs to the end)."""
 
     def on_step_end(self, info: StepInfo, scalars: Mapping[str, float] | None) -> None:
-        if self.fires(info):
+        first_attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
+        if self.fires(info) and first_attempt:
             os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -89,7 +92,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="fault_driver")
     p.add_argument("config")
     p.add_argument("overrides", nargs="*")
-    p.add_argument("--kill-after", type=int, default=None)
+    p.add_argument("--kill-after", type=_at, default=None)
+    p.add_argument(
+        "--late-start",
+        type=_at,
+        default=None,
+        help="S:R: in a restarted attempt, rank R sleeps S seconds before starting",
+    )
     p.add_argument("--nan-at", type=_at, default=None)
     p.add_argument("--no-gt-at", type=_at, default=None)
     p.add_argument("--dump-dir", type=Path, default=None)
@@ -106,7 +115,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     callbacks: list[TrainerCallbacks] = []
     if args.kill_after is not None:
-        callbacks.append(KillAfterStep(args.kill_after))
+        callbacks.append(KillAfterStep(*args.kill_after))
+    restarted = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") != "0"
+    if args.late_start is not None and restarted and args.late_start[1] in (None, int(rank)):
+        time.sleep(args.late_start[0])  # the restarted worker comes up late
     if args.nan_at is not None:
         callbacks.append(NanLossAt(*args.nan_at))
     if args.no_gt_at is not None:

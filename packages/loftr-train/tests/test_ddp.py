@@ -107,9 +107,16 @@ def _torchrun(
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     env.update(OMP_NUM_THREADS="1")
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
-        "--nproc_per_node", "2", *args,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nnodes",
+        "1",
+        "--nproc_per_node",
+        "2",
+        *args,
+    ]  # fmt: skip  (args may start with further torchrun flags, e.g. --max-restarts 2)
 
     def limit() -> None:  # a small "disk": writes past it fail with EFBIG (Python ignores SIGXFSZ)
         import resource
@@ -182,3 +189,34 @@ def test_a_full_disk_stops_every_rank_with_one_line(
     assert "exitcode  : 2" in out  # the usage status (torchrun may SIGTERM the other rank)
     assert last.read_bytes() == before and load_checkpoint(last)["progress"]["step"] == 2
     assert not list((run / "checkpoints").glob("*.tmp"))
+
+
+@pytest.mark.slow
+def test_an_elastic_restart_with_a_late_worker_recovers_bit_identically(
+    tmp_path: Path, tiny_config: Callable[..., dict[str, Any]], fault_driver: Path
+) -> None:
+    """``torchrun --max-restarts 2``: rank 1 SIGKILLed mid-epoch, restarted 3 s late; every
+    attempt has its own store keys, so the restart forms a fresh group, resumes from the last
+    checkpoint and ends with the weights of an uninterrupted run, bit for bit."""
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(n_train=8, n_val=2)))
+    common = [
+        "checkpoint.every_n_steps=1", "trainer.val_every_n_epochs=0", "logging.progress_bar=false",
+        "trainer.max_epochs=2",
+    ]  # fmt: skip
+
+    def launch(run: Path, dump: Path, *faults: str) -> subprocess.CompletedProcess[str]:
+        args = ["--max-restarts", "2", str(fault_driver), str(config), f"logging.run_dir={run}"]
+        return _torchrun([*args, *common, "--dump-dir", str(dump), *faults], timeout=240)
+
+    straight = launch(tmp_path / "straight", tmp_path / "d_straight")
+    assert straight.returncode == 0, (straight.stdout + straight.stderr)[-3000:]
+    faulty = launch(tmp_path / "faulty", tmp_path / "d_faulty", "--kill-after", "3:1",
+                    "--late-start", "3:1")  # fmt: skip
+    out = faulty.stdout + faulty.stderr
+    assert faulty.returncode == 0, out[-3000:]
+    assert "resumed from" in out and "iteration 3" in out  # the killed attempt's checkpoint
+    for rank in (0, 1):
+        a = torch.load(tmp_path / "d_straight" / f"rank{rank}.pt", weights_only=True)
+        b = torch.load(tmp_path / "d_faulty" / f"rank{rank}.pt", weights_only=True)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), rank

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -125,20 +126,56 @@ def init_distributed(
             "trainer.dist_backend='nccl' needs CUDA devices; use gloo (or auto) on CPU"
         )
     if not dist.is_initialized():
+        started = time.monotonic()
         try:
             dist.init_process_group(
                 backend=chosen,
                 timeout=datetime.timedelta(seconds=timeout_s),
                 device_id=dev if chosen == "nccl" else None,
+                **_restart_store(rank, world_size, timeout_s),
             )
         except Exception as exc:
+            waited = time.monotonic() - started
             raise DistributedError(
-                f"rank {rank}/{world_size}: cannot create the {chosen} process group within "
-                f"{timeout_s:.0f} s ({exc}); check that every rank started (torchrun "
+                f"rank {rank}/{world_size}: cannot create the {chosen} process group (gave up "
+                f"after {waited:.0f} s; trainer.dist_timeout_s={timeout_s:.0f}): "
+                f"{_first_line(exc)}; check that every rank started (torchrun "
                 "--nproc_per_node/--nnodes/--rdzv_endpoint) and that MASTER_ADDR/PORT are reachable"
             ) from exc
     logger.info("rank %d/%d on %s (backend %s)", rank, world_size, dev, chosen)
     return DistContext(rank, world_size, local_rank, dev, chosen, timeout_s)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def _restart_store(rank: int, world_size: int, timeout_s: float) -> dict[str, Any]:
+    """Under torchrun, the store of this restart attempt: ``{"store", "rank", "world_size"}``.
+
+    torchrun's agent keeps one TCP store for all restarts of a job, so after an elastic restart
+    the keys of the previous attempt (the dead workers' addresses) are still there; a worker that
+    starts late reads them and connects to a dead address or waits forever. Every attempt
+    therefore gets its own key space, ``PrefixStore("loftr/attempt_<TORCHELASTIC_RESTART_COUNT>")``
+    over the same server (hosted by the agent, or by rank 0 without an agent store, as torch's
+    ``env://`` does). Without torchrun (no restart count): ``{}``, the default ``env://``.
+    """
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+    addr, port = os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT")
+    if attempt is None or addr is None or port is None:
+        return {}
+    agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == str(True)
+    server = dist.TCPStore(
+        host_name=addr,
+        port=_env_int("MASTER_PORT", 0),
+        world_size=world_size,
+        is_master=not agent_store and rank == 0,
+        timeout=datetime.timedelta(seconds=timeout_s),
+        multi_tenant=not agent_store,
+    )
+    store = dist.PrefixStore(f"loftr/attempt_{attempt}", server)
+    return {"store": store, "rank": rank, "world_size": world_size}
 
 
 def cleanup_distributed() -> None:
