@@ -42,6 +42,7 @@ def test_two_process_torchrun_training(
         out,
     )
     assert summary is not None, out[-4000:]
+    assert out.count("finished: 2 epochs") == 1  # the summary is printed once
     assert float(summary.group(1)) > 0
     assert "iteration 2 skipped on all ranks" in out
     assert "Grad strides do not match bucket view strides" not in out  # fixed at its cause
