@@ -35,6 +35,7 @@ from typing import Any, cast
 import numpy as np
 import torch
 
+from loftr_core.api.checkpoint import load_error_reason
 from loftr_core.errors import CheckpointError
 
 __all__ = [
@@ -172,17 +173,6 @@ def _fsync_dir(folder: Path) -> None:
         os.close(dir_fd)
 
 
-def _read_reason(exc: BaseException) -> str:
-    """Why torch could not read a file, without torch's advice to load it unsafely."""
-    text = str(exc)
-    marker = "WeightsUnpickler error:"
-    if marker in text:
-        lines = text.split(marker, 1)[1].strip().splitlines()
-        return lines[0].strip() if lines else "unsupported content"
-    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-    return first.split(" Please ")[0].split("weights_only")[0].rstrip(" ,(;:")
-
-
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a training checkpoint with ``weights_only=True`` (nothing in it is executed).
 
@@ -197,7 +187,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
         raise CheckpointError(
-            f"cannot read checkpoint {path} ({_read_reason(exc)}); it is truncated, corrupt or "
+            f"cannot read checkpoint {path} ({load_error_reason(exc)}); it is truncated, corrupt or "
             "not a loftr-train checkpoint, and it is not loaded in a way that could run code"
         ) from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:

@@ -60,6 +60,7 @@ __all__ = [
     "check_finite",
     "check_state_dict",
     "convert_checkpoint",
+    "load_error_reason",
     "load_model",
     "match_type_of",
     "read_checkpoint",
@@ -187,14 +188,16 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
-def _unpickler_reason(exc: BaseException) -> str:
-    """The specific reason inside torch's long weights-only message, else its first line."""
+def load_error_reason(exc: BaseException) -> str:
+    """Why ``torch.load`` refused a file, in one phrase: the specific reason inside torch's long
+    weights-only message, else its first line, without torch's advice to load it unsafely."""
     text = str(exc)
     marker = "WeightsUnpickler error:"
     if marker in text:
         detail = text.split(marker, 1)[1].strip().splitlines()
         return detail[0].strip() if detail else "unsupported content"
-    return _first_line(exc)
+    first = _first_line(exc)
+    return first.split(" Please ")[0].split("weights_only")[0].rstrip(" ,(;:")
 
 
 def _torch_load(path: Path) -> Any:
@@ -220,7 +223,7 @@ def _torch_load(path: Path) -> Any:
     if not unsafe:
         raise CheckpointError(
             f"{str(path)!r} cannot be read with torch.load(weights_only=True) and is refused "
-            f"(loading it otherwise could execute code; {_unpickler_reason(first_error)}). Re-save "
+            f"(loading it otherwise could execute code; {load_error_reason(first_error)}). Re-save "
             "the weights with torch.save(model.state_dict(), path) or convert them to safetensors"
         )
     logger.info("%s: mapping pickled globals %s to an inert placeholder", path, sorted(unsafe))
