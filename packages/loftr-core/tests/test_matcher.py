@@ -7,6 +7,7 @@ A small randomly initialised model (same architecture family, narrower) keeps th
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -225,3 +226,52 @@ def test_attention_backend_option(model: LoFTR, photo: np.ndarray) -> None:
     assert len(res) > 0
     assert float(np.abs(res.keypoints0 - res.keypoints1).max()) <= 4.0 + 1e-4
     assert Matcher(model, attention="linear").model is model  # nothing to change
+
+
+def test_match_pairs_encodes_each_image_once_with_the_single_pair_matches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pair list where images repeat: every distinct image goes through the backbone once,
+    and each pair's matches equal matching that pair alone (the full forward pass)."""
+    rng = np.random.default_rng(7)
+    base = cv2.resize(rng.integers(0, 256, (40, 52), dtype=np.uint8), (416, 320))
+    images = {
+        "a": base[:200, :256],
+        "b": np.roll(base, 8, axis=1)[:200, :256],
+        "c": base[40:232, 40:312],  # another size (272x192)
+    }
+    paths = {}
+    for name, img in images.items():
+        paths[name] = tmp_path / f"{name}.png"
+        cv2.imwrite(str(paths[name]), img)
+    torch.manual_seed(0)
+    model = LoFTR(LoFTRConfig.outdoor_ds()).eval()
+    matcher = Matcher(model, threshold=0.0)
+    pairs = [("a", "b"), ("a", "c"), ("b", "c"), ("c", "a"), ("a", "b"), ("b", "a")]
+    calls = []
+    encode = model.encode
+
+    def counting(image: torch.Tensor) -> Any:
+        calls.append(tuple(image.shape))
+        return encode(image)
+
+    monkeypatch.setattr(model, "encode", counting)
+    results = matcher.match_pairs([(paths[x], paths[y]) for x, y in pairs])
+    assert len(calls) == 3  # a, b, c once each
+    for (x, y), got in zip(pairs, results, strict=True):
+        alone = matcher.match(paths[x], paths[y])  # the full forward pass, backbone batched
+        assert len(got) == len(alone) > 0, (x, y)
+        np.testing.assert_array_equal(got.keypoints0, alone.keypoints0)  # the same coarse cells
+        np.testing.assert_allclose(got.keypoints1, alone.keypoints1, rtol=0, atol=1e-3)
+        np.testing.assert_allclose(got.confidence, alone.confidence, rtol=0, atol=1e-5)
+        assert got.image0_size == alone.image0_size
+    # arrays are keyed by object; a cache too small for two images re-encodes, same matches
+    calls.clear()
+    small = Matcher(model, threshold=0.0, feature_cache_mb=1)
+    again = small.match_pairs([(images[x], images[y]) for x, y in pairs])
+    assert len(calls) == 2 * len(pairs)  # nothing fits: every pair encodes both images
+    for got, ref in zip(again, results, strict=True):
+        np.testing.assert_array_equal(got.keypoints0, ref.keypoints0)
+        np.testing.assert_array_equal(got.keypoints1, ref.keypoints1)
+    with pytest.raises(ConfigError, match="feature_cache_mb"):
+        Matcher(model, feature_cache_mb=-1)

@@ -27,6 +27,7 @@ import contextlib
 import logging
 import math
 import os
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +44,7 @@ from loftr_core.errors import CheckpointError, ConfigError, InputError
 from loftr_core.execution import ExecutionOptions
 from loftr_core.model import LoFTR
 from loftr_core.model.config import check_thr
+from loftr_core.model.loftr import EncodedImage
 
 __all__ = ["MatchResult", "Matcher", "min_image_size"]
 
@@ -93,6 +95,46 @@ class _Prepared:
     original_size: tuple[int, int]  # (H, W)
 
 
+@dataclass
+class _CachedImage:
+    prepared: _Prepared
+    tensor: torch.Tensor  # (1, 1, H, W) padded to a multiple of 8 (or a square)
+    mask: torch.Tensor | None  # (1, H/8, W/8) or None
+    encoded: EncodedImage
+
+
+def _image_key(image: ImageLike, channel_order: str) -> tuple[Any, ...]:
+    """Which images are the same: a path (resolved), else the very same object."""
+    if isinstance(image, str | os.PathLike):
+        return ("path", os.path.abspath(os.fspath(image)), channel_order)
+    return ("object", id(image), channel_order)
+
+
+class _FeatureCache:
+    """Least-recently-used cache of encoded images, bounded by the bytes of their features."""
+
+    def __init__(self, budget_bytes: int) -> None:
+        self.budget = budget_bytes
+        self.used = 0
+        self.entries: OrderedDict[tuple[Any, ...], _CachedImage] = OrderedDict()
+
+    def get(self, key: tuple[Any, ...]) -> _CachedImage | None:
+        entry = self.entries.get(key)
+        if entry is not None:
+            self.entries.move_to_end(key)
+        return entry
+
+    def put(self, key: tuple[Any, ...], entry: _CachedImage) -> None:
+        size = entry.encoded.nbytes
+        if size > self.budget:
+            return
+        while self.entries and self.used + size > self.budget:
+            _, old = self.entries.popitem(last=False)
+            self.used -= old.encoded.nbytes
+        self.entries[key] = entry
+        self.used += size
+
+
 def _ceil_to(value: int, divisor: int) -> int:
     return int(math.ceil(value / divisor) * divisor)
 
@@ -134,6 +176,9 @@ class Matcher:
             coarse masks, as the original MegaDepth evaluation does; with ``resize=840`` the model
             sees exactly what ``loftr-eval`` feeds it (the default pads only to a multiple of 8,
             which changes the features near the right/bottom border a little).
+        feature_cache_mb: in :meth:`match_pairs`, the backbone features of distinct images are
+            kept (least recently used evicted first) up to this many MiB, so an image in many
+            pairs is encoded once (a 640x480 image takes about 44 MiB).
 
     Example:
         >>> matcher = Matcher.from_checkpoint("outdoor_ds.ckpt", resize=840)  # doctest: +SKIP
@@ -156,6 +201,7 @@ class Matcher:
         channel_order: str = "rgb",
         memory_limit: float | str | None = "auto",
         pad_to_square: bool = False,
+        feature_cache_mb: float = 1024.0,
     ) -> None:
         if channel_order not in ("rgb", "bgr"):
             raise ConfigError(
@@ -167,6 +213,16 @@ class Matcher:
         if not isinstance(pad_to_square, bool):
             raise ConfigError(f"pad_to_square={pad_to_square!r}; it must be True or False")
         self.pad_to_square = pad_to_square
+        if (
+            isinstance(feature_cache_mb, bool)
+            or not isinstance(feature_cache_mb, int | float)
+            or not feature_cache_mb >= 0
+        ):
+            raise ConfigError(
+                f"feature_cache_mb={feature_cache_mb!r}; it must be a number of MiB >= 0 (0: no "
+                "cache, every pair encodes its images)"
+            )
+        self.feature_cache_bytes = int(feature_cache_mb * 2**20)
         if not isinstance(model, LoFTR):
             raise ConfigError(f"model must be a loftr_core LoFTR model, got {type(model).__name__}")
         config = model.config
@@ -318,6 +374,26 @@ class Matcher:
         self.memory_limit.check(
             self.model, tuple(image0.shape), tuple(image1.shape), self.device, resize=self.resize
         )
+        data = self._data(image0, mask0, image1, mask1)
+        with torch.inference_mode(), self._autocast():
+            out = self.model(data, thr=self.threshold)
+        kpts0 = out["keypoints0"].float().cpu().numpy()
+        kpts1 = out["keypoints1"].float().cpu().numpy()
+        conf = out["confidence"].float().cpu().numpy()
+        bids = out["batch_indexes"].cpu().numpy()
+        return [
+            self._finish(p0, p1, kpts0[bids == k], kpts1[bids == k], conf[bids == k])
+            for k, (p0, p1) in enumerate(pairs)
+        ]
+
+    def _data(
+        self,
+        image0: torch.Tensor,
+        mask0: torch.Tensor | None,
+        image1: torch.Tensor,
+        mask1: torch.Tensor | None,
+    ) -> dict[str, torch.Tensor]:
+        """The model's input dict on the device (both masks when either image is padded)."""
         data: dict[str, torch.Tensor] = {
             "image0": image0.to(self.device),
             "image1": image1.to(self.device),
@@ -331,16 +407,51 @@ class Matcher:
             )
             data["mask0"] = (full0 if mask0 is None else mask0).to(self.device)
             data["mask1"] = (full1 if mask1 is None else mask1).to(self.device)
+        return data
+
+    def _encoded(
+        self, image: ImageLike, name: str, channel_order: str | None, cache: _FeatureCache
+    ) -> _CachedImage:
+        """``image`` decoded, resized, padded and through the backbone: once per distinct image."""
+        key = _image_key(image, channel_order or self.channel_order)
+        hit = cache.get(key)
+        if hit is not None:
+            return hit
+        prepared = self._prepare(image, name, channel_order)
+        tensor, mask = self._stack([prepared])
         with torch.inference_mode(), self._autocast():
-            out = self.model(data, thr=self.threshold)
-        kpts0 = out["keypoints0"].float().cpu().numpy()
-        kpts1 = out["keypoints1"].float().cpu().numpy()
-        conf = out["confidence"].float().cpu().numpy()
-        bids = out["batch_indexes"].cpu().numpy()
-        return [
-            self._finish(p0, p1, kpts0[bids == k], kpts1[bids == k], conf[bids == k])
-            for k, (p0, p1) in enumerate(pairs)
-        ]
+            encoded = self.model.encode(tensor.to(self.device))
+        entry = _CachedImage(prepared, tensor, mask, encoded)
+        cache.put(key, entry)
+        return entry
+
+    def _iter_cached(
+        self, pairs: Iterable[tuple[ImageLike, ImageLike]], channel_order: str | None
+    ) -> Iterator[MatchResult]:
+        """One pair at a time, each distinct image encoded once (LRU cache of the features)."""
+        cache = _FeatureCache(self.feature_cache_bytes)
+        for k, (a, b) in enumerate(pairs):
+            first = self._encoded(a, f"image0 of pair {k}", channel_order, cache)
+            second = self._encoded(b, f"image1 of pair {k}", channel_order, cache)
+            self.memory_limit.check(
+                self.model,
+                tuple(first.tensor.shape),
+                tuple(second.tensor.shape),
+                self.device,
+                resize=self.resize,
+            )
+            data = self._data(first.tensor, first.mask, second.tensor, second.mask)
+            with torch.inference_mode(), self._autocast():
+                out = self.model.forward_encoded(
+                    data, first.encoded, second.encoded, thr=self.threshold
+                )
+            yield self._finish(
+                first.prepared,
+                second.prepared,
+                out["keypoints0"].float().cpu().numpy(),
+                out["keypoints1"].float().cpu().numpy(),
+                out["confidence"].float().cpu().numpy(),
+            )
 
     def _finish(
         self, p0: _Prepared, p1: _Prepared, k0: np.ndarray, k1: np.ndarray, conf: np.ndarray
@@ -375,8 +486,13 @@ class Matcher:
         """Match pairs lazily, ``batch_size`` at a time, yielding one result per pair in order.
 
         Unlike :meth:`match_pairs` this does not sort by size across the whole list (it only
-        batches neighbours), so it suits long streams.
+        batches neighbours), so it suits long streams. With ``batch_size=1`` (the default) each
+        distinct image is encoded once while it stays in the feature cache, as in
+        :meth:`match_pairs`.
         """
+        if self.batch_size == 1:
+            yield from self._iter_cached(pairs, None)
+            return
         chunk: list[tuple[_Prepared, _Prepared]] = []
         for k, (a, b) in enumerate(pairs):
             chunk.append(
@@ -412,7 +528,14 @@ class Matcher:
 
         Returns:
             One :class:`MatchResult` per pair, in the input order.
+
+        With ``batch_size=1`` (the default) each distinct image (the same path, or the same
+        array object) is decoded and put through the backbone once and its features are reused
+        by every pair it is in (an LRU cache of ``feature_cache_mb``); the matches equal
+        matching each pair alone.
         """
+        if self.batch_size == 1 and len(pairs) > 1:
+            return list(self._iter_cached(pairs, channel_order))
         prepared = [
             (
                 self._prepare(a, f"image0 of pair {k}", channel_order),

@@ -219,14 +219,21 @@ def _save_npz(path: Path, result: Any, pose: Any) -> None:
     np.savez(path, **arrays)  # type: ignore[arg-type]
 
 
-def _match(matcher: Matcher, pair: _Pair, out: Path | None, save: Path | None) -> tuple[Any, Any]:
-    """Match one pair, estimate its pose, write its outputs: each image decoded once."""
-    gray0, gray1 = read_image(pair.image0), read_image(pair.image1)  # as the original reads them
-    result = matcher.match(gray0, gray1)
+def _match(
+    matcher: Matcher, pair: _Pair, out: Path | None, save: Path | None, result: Any = None
+) -> tuple[Any, Any]:
+    """Match one pair (unless ``result`` is given), estimate its pose, write its outputs."""
+    gray0: np.ndarray | None = None
+    gray1: np.ndarray | None = None
+    if result is None:
+        gray0, gray1 = read_image(pair.image0), read_image(pair.image1)  # as the original does
+        result = matcher.match(gray0, gray1)
+    elif out is not None:  # only the plot needs the pixels
+        gray0, gray1 = read_image(pair.image0), read_image(pair.image1)
     pose = None
     if pair.K0 is not None and pair.K1 is not None:
         pose = estimate_pose(result.keypoints0, result.keypoints1, pair.K0, pair.K1)
-    if out is not None:
+    if out is not None and gray0 is not None and gray1 is not None:
         plot = draw_matches(
             gray0,
             gray1,
@@ -313,14 +320,17 @@ def _run_pairs(
 
     counts: list[int] = []
     poses = 0
+    # each distinct image is decoded and encoded once (Matcher's feature cache)
+    results = matcher.iter_match((pair.image0, pair.image1) for pair in pairs)
     with tqdm(total=len(pairs), desc=PROG, unit="pair", disable=args.no_progress) as bar:
-        for pair in pairs:
+        for pair, matched in zip(pairs, results, strict=True):
             stem = f"{pair.image0.stem}_{pair.image1.stem}"
             result, pose = _match(
                 matcher,
                 pair,
                 out_dir / f"{stem}.png" if out_dir else None,
                 out_dir / f"{stem}.npz" if out_dir else None,
+                matched,
             )
             counts.append(len(result))
             poses += pose is not None

@@ -37,7 +37,27 @@ from loftr_core.model.position_encoding import PositionEncodingSine
 from loftr_core.model.training import max_candidates, pad_with_ground_truth
 from loftr_core.model.transformer import LocalFeatureTransformer
 
-__all__ = ["LoFTR"]
+__all__ = ["EncodedImage", "LoFTR"]
+
+
+@dataclass(frozen=True)
+class EncodedImage:
+    """What the pair-independent first steps make of one image batch (:meth:`LoFTR.encode`).
+
+    Attributes:
+        tokens: ``(N, L, C)`` coarse features with the positional encoding, flattened row-major.
+        fine: ``(N, Cf, Hf, Wf)`` fine feature map.
+    """
+
+    tokens: Tensor
+    fine: Tensor
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the two tensors."""
+        return self.tokens.element_size() * self.tokens.nelement() + (
+            self.fine.element_size() * self.fine.nelement()
+        )
 
 
 @dataclass(frozen=True)
@@ -232,12 +252,32 @@ class LoFTR(nn.Module):
         return self
 
     # ------------------------------------------------------------------------------ the pipeline
-    def _coarse(self, inputs: _Inputs) -> _Coarse:
-        """Steps 1-3: CNN, positional encoding, coarse transformer."""
+    def _tokens(self, coarse: Tensor) -> Tensor:
+        """Positional encoding, flattened: ``(N, C, H, W)`` -> ``(N, H*W, C)``."""
+        return self.pos_encoding(coarse).flatten(2).transpose(1, 2).contiguous()
+
+    def encode(self, image: Tensor) -> EncodedImage:
+        """Steps 1-2 for one batch of images, which depend on no other image: CNN and
+        positional encoding. Cache the result to match an image against many others
+        (:meth:`forward_encoded`).
+
+        Args:
+            image: ``(N, 1, H, W)`` floats in [0, 1] (H, W multiples of 8).
+        """
+        image = _image({"image": image}, "image")
+        coarse, fine = self.backbone(image)
+        return EncodedImage(self._tokens(coarse), fine)
+
+    def _coarse(
+        self, inputs: _Inputs, encoded: tuple[EncodedImage, EncodedImage] | None = None
+    ) -> _Coarse:
+        """Steps 1-3: CNN, positional encoding (or their cached results), coarse transformer."""
         ex = self.execution
-        c0, f0, c1, f1 = ex.backbone_pair(self.backbone, inputs.image0, inputs.image1)
-        tokens0 = self.pos_encoding(c0).flatten(2).transpose(1, 2).contiguous()  # (N, L, C)
-        tokens1 = self.pos_encoding(c1).flatten(2).transpose(1, 2).contiguous()  # (N, S, C)
+        if encoded is None:
+            c0, f0, c1, f1 = ex.backbone_pair(self.backbone, inputs.image0, inputs.image1)
+            tokens0, tokens1 = self._tokens(c0), self._tokens(c1)  # (N, L, C), (N, S, C)
+        else:
+            (tokens0, f0), (tokens1, f1) = ((e.tokens, e.fine) for e in encoded)
         tokens0, tokens1 = ex.transformer(
             "coarse", self.loftr_coarse, tokens0, tokens1, inputs.mask0, inputs.mask1
         )
@@ -312,8 +352,41 @@ class LoFTR(nn.Module):
             ``keypoints1_c`` (coarse) and ``fine_std`` ``(M,)``. Ordered by batch, then cell of
             image 0.
         """
+        return self._infer(_validate(data), None, thr)
+
+    def forward_encoded(
+        self,
+        data: Mapping[str, Tensor],
+        encoded0: EncodedImage,
+        encoded1: EncodedImage,
+        *,
+        thr: float | None = None,
+    ) -> dict[str, Tensor]:
+        """:meth:`forward` with steps 1-2 already done (:meth:`encode` of ``data``'s images).
+
+        ``data`` still gives the image sizes, masks and scales (``image0``/``image1`` are only
+        checked, not recomputed). Returns what :meth:`forward` returns.
+        """
         inputs = _validate(data)
-        coarse = self._coarse(inputs)
+        for name, enc, hw in (
+            ("encoded0", encoded0, inputs.hw0_c),
+            ("encoded1", encoded1, inputs.hw1_c),
+        ):
+            n = inputs.image0.shape[0]
+            if tuple(enc.tokens.shape[:2]) != (n, hw[0] * hw[1]):
+                raise InputError(
+                    f"{name} holds tokens {tuple(enc.tokens.shape)} but the image is {n} x "
+                    f"{hw[0] * 8}x{hw[1] * 8} px; encode the same image (LoFTR.encode)"
+                )
+        return self._infer(inputs, (encoded0, encoded1), thr)
+
+    def _infer(
+        self,
+        inputs: _Inputs,
+        encoded: tuple[EncodedImage, EncodedImage] | None,
+        thr: float | None,
+    ) -> dict[str, Tensor]:
+        coarse = self._coarse(inputs, encoded)
         keep0, keep1 = self._keep(inputs, coarse.feat0.device)
         matches = self.coarse_matching(
             coarse.feat0, coarse.feat1, keep0, keep1, inputs.mask0, inputs.mask1, thr=thr
