@@ -167,3 +167,13 @@ def bench(session: nox.Session) -> None:
     _install_torch(session)
     session.install(*PACKAGE_PATHS[:2], "kornia>=0.7", "opencv-python-headless>=4.8")
     session.run("python", "benchmarks/bench.py", *(session.posargs or ["--compile", "--markdown"]))
+
+
+@nox.session(python="3.11")
+def pairs_bench(session: nox.Session) -> None:
+    """All pairs of 8 photos: kornia's per-pair loop vs ours per pair vs ours with the per-image
+    feature cache (pairs/s, peak RSS, identical matches); arguments after ``--`` replace the
+    defaults, e.g. ``nox -s pairs_bench -- --images 5``."""
+    _install_torch(session)
+    session.install(*PACKAGE_PATHS[:2], "kornia>=0.7", "opencv-python-headless>=4.8")
+    session.run("python", "benchmarks/pairs_bench.py", *(session.posargs or ["--markdown"]))
