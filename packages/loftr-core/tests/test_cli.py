@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -271,3 +272,59 @@ def test_console_script_exit_code_and_no_traceback(files: dict[str, Path]) -> No
     assert proc.stderr.strip().splitlines() == [
         f"loftr-match: error: image file {str(files['a'].parent / 'missing.jpg')!r} does not exist; check the path"
     ]
+
+
+def test_shard_pairs_keeps_shared_first_images_together() -> None:
+    paths = [Path(f"{c}.png") for c in "abcde"]
+    pairs = [cli._Pair(paths[i], paths[j], None, None) for i, j in
+             [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3), (3, 4), (4, 0)]]  # fmt: skip
+    shards = cli.shard_pairs(pairs, 2)
+    assert sorted(id(p) for s in shards for p in s) == sorted(id(p) for p in pairs)  # each once
+    for shard in shards:
+        assert shard == [p for p in pairs if p in shard]  # input order kept
+    owner = {p.image0: r for r, s in enumerate(shards) for p in s}
+    assert all(owner[p.image0] == r for r, s in enumerate(shards) for p in s)  # groups intact
+    assert sorted(len(s) for s in shards) == [4, 4]  # balanced: a(3)+d/e vs b(2)+c(1)+...
+    assert cli.shard_pairs(pairs, 2) == shards  # the same split on every rank
+    assert [len(s) for s in cli.shard_pairs(pairs[:1], 3)] == [1, 0, 0]
+
+
+@pytest.mark.slow
+def test_pairs_sharded_over_torchrun_equal_one_process(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    """``torchrun --nproc_per_node 2 -m loftr_core.cli.match --pairs ...``: each rank matches its
+    share and writes its pairs' files; together they are exactly the single-process output."""
+    rng = np.random.default_rng(5)
+    names = []
+    for k in range(4):
+        img = cv2.resize(rng.integers(0, 256, (15, 20), dtype=np.uint8), (160, 120))
+        names.append(f"img{k}.png")
+        cv2.imwrite(str(tmp_path / names[-1]), img)
+    listing = tmp_path / "pairs.txt"
+    listing.write_text(
+        "".join(f"{names[i]} {names[j]}\n" for i in range(4) for j in range(i + 1, 4))
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env["OMP_NUM_THREADS"] = "1"
+    common = ["--pairs", str(listing), "--weights", str(files["w"]), "--thr", "0", "--no-progress"]
+    one = subprocess.run(
+        [sys.executable, "-m", "loftr_core.cli.match", *common, "--out-dir", str(tmp_path / "one")],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "loftr_core.cli.match", *common, "--out-dir", str(tmp_path / "two")],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert two.returncode == 0, (two.stdout + two.stderr)[-3000:]
+    assert "[rank 0/2] pairs: 3" in two.stdout and "[rank 1/2] pairs: 3" in two.stdout
+    single = sorted(p.name for p in (tmp_path / "one").glob("*.npz"))
+    merged = sorted(p.name for p in (tmp_path / "two").glob("*.npz"))
+    assert len(single) == 6 and merged == single
+    for name in single:
+        a, b = np.load(tmp_path / "one" / name), np.load(tmp_path / "two" / name)
+        assert a.files == b.files
+        for key in a.files:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=f"{name}:{key}")

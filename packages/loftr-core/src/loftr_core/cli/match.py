@@ -9,6 +9,7 @@ given), writes a match plot (``--out``, PNG) and the matches (``--save``, ``.npz
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from loftr_core._version import __version__
 from loftr_core.api.geometry import estimate_pose, parse_intrinsics
@@ -286,9 +288,22 @@ def _run(args: argparse.Namespace) -> int:
     for pair in pairs:  # fail fast on a missing image, before loading the model
         for image in (pair.image0, pair.image1):
             check_readable(image, "image file")
+    rank, world, local_rank = _launch()
+    device = args.device
+    if world > 1:
+        if args.pairs is None or out_dir is None:
+            raise InputError(
+                f"under torchrun ({world} processes) give --pairs FILE and --out-dir DIR: each "
+                "process matches its share of the list and writes its results there"
+            )
+        pairs = shard_pairs(pairs, world)[rank]
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, local_world)))
+        if device in ("auto", "cuda") and torch.cuda.is_available():
+            device = f"cuda:{local_rank}"
     settings: dict[str, Any] = {
         "attention": args.attention,
-        "device": args.device,
+        "device": device,
         "options": execution_options(args),
         "threshold": args.thr,
         "dtype": args.dtype,
@@ -313,16 +328,56 @@ def _run(args: argparse.Namespace) -> int:
     return _run_pairs(args, matcher, pairs, out_dir)
 
 
+def _launch() -> tuple[int, int, int]:
+    """``(RANK, WORLD_SIZE, LOCAL_RANK)`` set by torchrun, else ``(0, 1, 0)``."""
+    try:
+        values = [
+            int(os.environ.get(k, d))
+            for k, d in (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0))
+        ]
+    except ValueError:
+        raise InputError(
+            "RANK / WORLD_SIZE / LOCAL_RANK are not integers (they are set by torchrun)"
+        ) from None
+    rank, world, local_rank = values
+    if not 0 <= rank < max(world, 1):
+        raise InputError(f"RANK={rank} is outside WORLD_SIZE={world}")
+    return rank, world, local_rank
+
+
+def shard_pairs(pairs: Sequence[_Pair], world: int) -> list[list[_Pair]]:
+    """Split a pair list over ``world`` processes, keeping pairs that share their first image
+    together (so each process encodes as few images as possible); every pair in exactly one shard,
+    in input order within it. Deterministic: every rank computes the same split."""
+    groups: dict[Path, list[int]] = {}
+    for k, pair in enumerate(pairs):
+        groups.setdefault(pair.image0, []).append(k)
+    load = [0] * world
+    owner: dict[int, int] = {}
+    for members in sorted(groups.values(), key=lambda m: (-len(m), m[0])):  # largest first
+        target = min(range(world), key=lambda r: (load[r], r))
+        load[target] += len(members)
+        for k in members:
+            owner[k] = target
+    shards: list[list[_Pair]] = [[] for _ in range(world)]
+    for k, pair in enumerate(pairs):
+        shards[owner[k]].append(pair)
+    return shards
+
+
 def _run_pairs(
     args: argparse.Namespace, matcher: Matcher, pairs: list[_Pair], out_dir: Path | None
 ) -> int:
     from tqdm import tqdm
 
+    rank, world, _ = _launch()
+    who = f"[rank {rank}/{world}] " if world > 1 else ""
     counts: list[int] = []
     poses = 0
     # each distinct image is decoded and encoded once (Matcher's feature cache)
     results = matcher.iter_match((pair.image0, pair.image1) for pair in pairs)
-    with tqdm(total=len(pairs), desc=PROG, unit="pair", disable=args.no_progress) as bar:
+    quiet = args.no_progress or rank > 0  # one bar under torchrun
+    with tqdm(total=len(pairs), desc=f"{who}{PROG}", unit="pair", disable=quiet) as bar:
         for pair, matched in zip(pairs, results, strict=True):
             stem = f"{pair.image0.stem}_{pair.image1.stem}"
             result, pose = _match(
@@ -336,7 +391,8 @@ def _run_pairs(
             poses += pose is not None
             bar.write(_report(pair, result, pose))
             bar.update(1)
-    summary = f"pairs: {len(pairs)}, matches per pair: mean {np.mean(counts):.1f}"
+    mean = f"{np.mean(counts):.1f}" if counts else "-"
+    summary = f"{who}pairs: {len(pairs)}, matches per pair: mean {mean}"
     if any(p.K0 is not None for p in pairs):
         summary += f", poses estimated: {poses}/{sum(p.K0 is not None for p in pairs)}"
     print(summary)
