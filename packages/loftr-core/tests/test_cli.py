@@ -328,3 +328,28 @@ def test_pairs_sharded_over_torchrun_equal_one_process(
         assert a.files == b.files
         for key in a.files:
             np.testing.assert_array_equal(a[key], b[key], err_msg=f"{name}:{key}")
+
+
+def test_a_pair_that_cannot_be_matched_is_reported_and_the_list_goes_on(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tiny_image = tmp_path / "tiny.png"
+    cv2.imwrite(str(tiny_image), np.zeros((16, 16), np.uint8))  # below the model's minimum size
+    listing = tmp_path / "pairs.txt"
+    listing.write_text(
+        f"{files['a']} {files['b']}\n{files['a']} {tiny_image}\n{files['b']} {files['a']}\n"
+    )
+    out_dir = tmp_path / "res"
+    code, out, err = _run(
+        capsys, "--pairs", listing, "--weights", files["w"], "--thr", "0", "--out-dir", out_dir,
+        "--no-progress",
+    )  # fmt: skip
+    assert code == 2
+    assert "pairs: 3, matches per pair: mean" in out and "failures: 1" in out
+    assert "a.png tiny.png: failed: image1 of pair 1 is 16x16 px" in out  # with the results
+    assert (
+        err.strip()
+        .splitlines()[-1]
+        .startswith("loftr-match: error: 1 of 3 pairs could not be matched (a.png tiny.png;")
+    )
+    assert sorted(p.name for p in out_dir.glob("*.npz")) == ["a_b.npz", "b_a.npz"]

@@ -40,7 +40,7 @@ from loftr_core.api.devices import resolve_device, resolve_dtype
 from loftr_core.api.image_io import ImageLike, resize_long_side, to_gray
 from loftr_core.api.memory import MemoryLimit
 from loftr_core.api.pretrained import fetch_pretrained, pretrained_entry
-from loftr_core.errors import CheckpointError, ConfigError, InputError
+from loftr_core.errors import CheckpointError, ConfigError, InputError, LoftrError
 from loftr_core.execution import ExecutionOptions
 from loftr_core.model import LoFTR
 from loftr_core.model.config import check_thr
@@ -429,29 +429,58 @@ class Matcher:
         self, pairs: Iterable[tuple[ImageLike, ImageLike]], channel_order: str | None
     ) -> Iterator[MatchResult]:
         """One pair at a time, each distinct image encoded once (LRU cache of the features)."""
+        for item in self._iter_cached_or_error(pairs, channel_order):
+            if isinstance(item, LoftrError):
+                raise item
+            yield item
+
+    def iter_match_or_error(
+        self, pairs: Iterable[tuple[ImageLike, ImageLike]], *, channel_order: str | None = None
+    ) -> Iterator[MatchResult | LoftrError]:
+        """Like :meth:`iter_match` (``batch_size=1``, the feature cache), but a pair that cannot
+        be matched (an unreadable or too small image, above the memory limit...) yields its
+        :class:`~loftr_core.errors.LoftrError` in its place and the list goes on."""
+        yield from self._iter_cached_or_error(pairs, channel_order)
+
+    def _iter_cached_or_error(
+        self, pairs: Iterable[tuple[ImageLike, ImageLike]], channel_order: str | None
+    ) -> Iterator[MatchResult | LoftrError]:
         cache = _FeatureCache(self.feature_cache_bytes)
         for k, (a, b) in enumerate(pairs):
-            first = self._encoded(a, f"image0 of pair {k}", channel_order, cache)
-            second = self._encoded(b, f"image1 of pair {k}", channel_order, cache)
-            self.memory_limit.check(
-                self.model,
-                tuple(first.tensor.shape),
-                tuple(second.tensor.shape),
-                self.device,
-                resize=self.resize,
+            try:
+                yield self._match_cached(k, a, b, channel_order, cache)
+            except LoftrError as exc:
+                yield exc
+
+    def _match_cached(
+        self,
+        k: int,
+        a: ImageLike,
+        b: ImageLike,
+        channel_order: str | None,
+        cache: _FeatureCache,
+    ) -> MatchResult:
+        first = self._encoded(a, f"image0 of pair {k}", channel_order, cache)
+        second = self._encoded(b, f"image1 of pair {k}", channel_order, cache)
+        self.memory_limit.check(
+            self.model,
+            tuple(first.tensor.shape),
+            tuple(second.tensor.shape),
+            self.device,
+            resize=self.resize,
+        )
+        data = self._data(first.tensor, first.mask, second.tensor, second.mask)
+        with torch.inference_mode(), self._autocast():
+            out = self.model.forward_encoded(
+                data, first.encoded, second.encoded, thr=self.threshold
             )
-            data = self._data(first.tensor, first.mask, second.tensor, second.mask)
-            with torch.inference_mode(), self._autocast():
-                out = self.model.forward_encoded(
-                    data, first.encoded, second.encoded, thr=self.threshold
-                )
-            yield self._finish(
-                first.prepared,
-                second.prepared,
-                out["keypoints0"].float().cpu().numpy(),
-                out["keypoints1"].float().cpu().numpy(),
-                out["confidence"].float().cpu().numpy(),
-            )
+        return self._finish(
+            first.prepared,
+            second.prepared,
+            out["keypoints0"].float().cpu().numpy(),
+            out["keypoints1"].float().cpu().numpy(),
+            out["confidence"].float().cpu().numpy(),
+        )
 
     def _finish(
         self, p0: _Prepared, p1: _Prepared, k0: np.ndarray, k1: np.ndarray, conf: np.ndarray

@@ -37,7 +37,7 @@ from loftr_core.cli.runner import (
     run,
     typed,
 )
-from loftr_core.errors import InputError
+from loftr_core.errors import InputError, LoftrError
 
 __all__ = ["main"]
 
@@ -374,12 +374,19 @@ def _run_pairs(
     who = f"[rank {rank}/{world}] " if world > 1 else ""
     counts: list[int] = []
     poses = 0
-    # each distinct image is decoded and encoded once (Matcher's feature cache)
-    results = matcher.iter_match((pair.image0, pair.image1) for pair in pairs)
+    failed: list[str] = []
+    # each distinct image is decoded and encoded once (Matcher's feature cache); a pair that
+    # cannot be matched is reported and the list goes on
+    results = matcher.iter_match_or_error((pair.image0, pair.image1) for pair in pairs)
     quiet = args.no_progress or rank > 0  # one bar under torchrun
     with tqdm(total=len(pairs), desc=f"{who}{PROG}", unit="pair", disable=quiet) as bar:
         for pair, matched in zip(pairs, results, strict=True):
             stem = f"{pair.image0.stem}_{pair.image1.stem}"
+            if isinstance(matched, LoftrError):
+                failed.append(f"{pair.image0.name} {pair.image1.name}")
+                bar.write(f"{pair.image0.name} {pair.image1.name}: failed: {matched}")
+                bar.update(1)
+                continue
             result, pose = _match(
                 matcher,
                 pair,
@@ -395,7 +402,14 @@ def _run_pairs(
     summary = f"{who}pairs: {len(pairs)}, matches per pair: mean {mean}"
     if any(p.K0 is not None for p in pairs):
         summary += f", poses estimated: {poses}/{sum(p.K0 is not None for p in pairs)}"
+    summary += f", failures: {len(failed)}"
     print(summary)
+    if failed:
+        raise InputError(
+            f"{len(failed)} of {len(pairs)} pairs could not be matched ({', '.join(failed[:3])}"
+            f"{', ...' if len(failed) > 3 else ''}; the reasons are listed above); the other "
+            "pairs' results were written"
+        )
     return 0
 
 
