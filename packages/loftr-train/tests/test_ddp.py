@@ -99,6 +99,8 @@ def test_stalled_collective_times_out_with_a_clear_message(tmp_path: Path) -> No
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert "CAUGHT rank 0/2: collective 'all_reduce(any)' failed or timed out" in out, out[-3000:]
+    waited = re.search(r"timed out after (\d+) s \(trainer\.dist_timeout_s=3;", out)
+    assert waited is not None and 2 <= int(waited.group(1)) <= 30, out[-3000:]  # the real wait
     assert "trainer.dist_timeout_s" in out
 
 

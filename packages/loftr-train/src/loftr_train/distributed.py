@@ -185,14 +185,16 @@ def cleanup_distributed() -> None:
 
 
 def _collective(ctx: DistContext, what: str, fn: Callable[[], T]) -> T:
+    started = time.monotonic()
     try:
         return fn()
     except Exception as exc:  # gloo/NCCL raise RuntimeError subclasses (DistBackendError...)
+        waited = time.monotonic() - started
         raise DistributedError(
             f"rank {ctx.rank}/{ctx.world_size}: collective '{what}' failed or timed out after "
-            f"up to {ctx.timeout_s:.0f} s ({type(exc).__name__}: {exc}). Another rank probably "
-            "crashed or is stuck: read its log first. If steps are legitimately slower than "
-            "that, raise trainer.dist_timeout_s."
+            f"{waited:.0f} s (trainer.dist_timeout_s={ctx.timeout_s:.0f}; {type(exc).__name__}: "
+            f"{exc}). Another rank probably crashed or is stuck: read its log first. If steps "
+            "are legitimately slower than that, raise trainer.dist_timeout_s."
         ) from exc
 
 
