@@ -438,8 +438,12 @@ def run_probe(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- the orchestrator
-def _child(kind: str, spec: dict[str, Any], timeout: float) -> dict[str, Any]:
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", kind, json.dumps(spec)]
+def _child(
+    kind: str, spec: dict[str, Any], timeout: float, script: str = __file__
+) -> dict[str, Any]:
+    """Run ``script --worker KIND SPEC`` in a fresh process; its last stdout line (JSON), or
+    ``{"error": ...}``."""
+    cmd = [sys.executable, os.path.abspath(script), "--worker", kind, json.dumps(spec)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:

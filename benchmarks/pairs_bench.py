@@ -27,7 +27,6 @@ import itertools
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,6 +44,9 @@ from bench import (  # the sibling script: its weights, RSS probe, table and com
     compare,
     make_pair,
     make_weights,
+)
+from bench import (
+    _child as bench_child,
 )
 
 MODES = ("kornia", "ours per pair", "ours cached")
@@ -126,15 +128,7 @@ def run_weights(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _child(kind: str, spec: dict[str, Any], timeout: float) -> dict[str, Any]:
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", kind, json.dumps(spec)]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timeout after {timeout:.0f} s"}
-    if proc.returncode != 0:
-        lines = (proc.stderr or proc.stdout).strip().splitlines()
-        return {"error": (lines[-1] if lines else f"exit status {proc.returncode}")[:120]}
-    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return bench_child(kind, spec, timeout, script=__file__)
 
 
 def main(argv: list[str] | None = None) -> int:
