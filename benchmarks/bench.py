@@ -39,7 +39,8 @@ Modes (tokens joined by ``+``): ``eager`` (fp32, the default configuration, exac
 FPN path that only feeds the fine map in bf16, coarse matches unchanged), ``tbf16``
 (``coarse_dtype="bfloat16"``: the coarse transformer under bf16 autocast), ``bf16``
 (``torch.autocast("cpu", torch.bfloat16)`` around the call, as ``Matcher(dtype="bf16")``; our fine
-stage stays float32), ``compile`` (ours: ``model.compile_stages()``; kornia: ``torch.compile``).
+stage stays float32), ``compile`` (ours: ``model.compile_stages()``; kornia: ``torch.compile``),
+``twopass`` (``coarse_one_pass=False``: coarse matching dense or in two passes, as before).
 Accuracy of a mode: the share of its matches whose image-0 cell is an fp32 match of ours and whose
 image-1 keypoint lies within 1 px of that match's. "CPU s" is the process CPU time per call (all
 threads): steadier than wall time when other jobs share the cores.
@@ -138,9 +139,11 @@ def build_model(
 
     Our execution options by mode token: ``nhwc`` / ``nchw`` = ``channels_last`` on / off
     (neither: the default, "auto"), ``fbf16`` = ``fine_branch_dtype="bfloat16"``, ``tbf16`` =
-    ``coarse_dtype="bfloat16"``, ``blas`` = ``onednn=False``, ``ref`` =
-    ``ExecutionOptions.reference()`` (the original's kernels and float rounding). ``attention="softmax"`` builds both with
-    softmax attention in the coarse transformer (kornia ``"full"``, ours ``"flash"``).
+    ``coarse_dtype="bfloat16"``, ``blas`` = ``onednn=False``, ``twopass`` =
+    ``coarse_one_pass=False`` (coarse matching as before issue 16: dense, or two passes over
+    chunks), ``ref`` = ``ExecutionOptions.reference()`` (the original's kernels and float
+    rounding). ``attention="softmax"`` builds both with softmax attention in the coarse
+    transformer (kornia ``"full"``, ours ``"flash"``).
     """
     if impl == "kornia":
         from kornia.feature.loftr import loftr as kornia_loftr
@@ -159,6 +162,8 @@ def build_model(
             changes["channels_last"] = "nhwc" in tokens
         if "blas" in tokens:
             changes["onednn"] = False
+        if "twopass" in tokens:
+            changes["coarse_one_pass"] = False
         if "fbf16" in tokens:
             changes["fine_branch_dtype"] = "bfloat16"
         if "tbf16" in tokens:
@@ -632,7 +637,7 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="our modes at the first size (tokens joined by +: nhwc = channels_last, "
         "fbf16 = fine_branch_dtype bfloat16, tbf16 = coarse_dtype bfloat16, "
-        "bf16 = autocast, compile = "
+        "bf16 = autocast, twopass = coarse_one_pass off, compile = "
         f"compile_stages); default {' '.join(MODES_FIRST)} (+ "
         f"{' '.join(MODES_COMPILE)} with --compile)",
     )

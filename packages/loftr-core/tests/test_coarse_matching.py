@@ -206,3 +206,128 @@ def test_cuda_matches_equal_the_dense_reference(max_chunk_elements: int, masked:
     torch.testing.assert_close(dense.detach().cpu(), ref, rtol=2e-5, atol=1e-6)
     dense.sum().backward()
     assert g0.grad is not None and torch.isfinite(g0.grad).all()
+
+
+def _count_products(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, ...]]:
+    """Record the output shape of every score product ``Execution.similarity`` computes."""
+    shapes: list[tuple[int, ...]] = []
+    real = Execution.similarity
+
+    def spy(self: Execution, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        out = real(self, a, b)
+        shapes.append(tuple(out.shape))
+        return out
+
+    monkeypatch.setattr(Execution, "similarity", spy)
+    return shapes
+
+
+@pytest.mark.parametrize("chunk", [1 << 24, 16 * 132, 5 * 132])  # one chunk; 16-row; 5-row
+@pytest.mark.parametrize("masked", [False, True])
+def test_one_pass_computes_each_score_once_and_matches_like_the_dense_formula(
+    chunk: int, masked: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The one-pass path (default options): every score product once, the dense answer."""
+    n, hw0, hw1 = 2, (10, 12), (11, 12)
+    f0, f1 = _features(n, 120, 132, seed=17 + masked)
+    grid0 = _grid(n, *hw0, [(10, 10), (9, 12)]) if masked else None
+    grid1 = _grid(n, *hw1, [(11, 12), (10, 9)]) if masked else None
+    m0 = None if grid0 is None else grid0.reshape(n, -1)
+    m1 = None if grid1 is None else grid1.reshape(n, -1)
+    keep0 = border_keep(n, *hw0, 1, grid0, f0.device)
+    keep1 = border_keep(n, *hw1, 1, grid1, f0.device)
+    shapes = _count_products(monkeypatch)
+    for thr in (0.2, 0.05, 0.01):
+        b, i, j, conf = _dense_reference(f0, f1, hw0, hw1, thr, 1, 0.1, grid0, grid1)
+        shapes.clear()
+        ex = Execution(ExecutionOptions(coarse_chunk_elements=chunk))
+        got = dual_softmax_matches(f0, f1, 0.1, thr, keep0, keep1, m0, m1, ex)
+        # transposed (N, S, rows) chunks that together cover the L rows exactly once
+        assert all(shape[:2] == (n, 132) for shape in shapes), shapes
+        assert sum(shape[2] for shape in shapes) == 120
+        assert len(shapes) == -(-120 // min(120, chunk // (n * 132)))
+        assert b.numel() >= 40, (thr, b.numel())
+        assert torch.equal(got.b_ids, b) and torch.equal(got.i_ids, i)
+        assert torch.equal(got.j_ids, j)
+        torch.testing.assert_close(got.mconf, conf, rtol=2e-5, atol=1e-7)
+    # the two-pass stream computes every chunk twice (but the last): the work saved
+    shapes.clear()
+    two_pass = Execution(ExecutionOptions(coarse_chunk_elements=16 * 132, coarse_one_pass=False))
+    dual_softmax_matches(f0, f1, 0.1, 0.2, keep0, keep1, m0, m1, two_pass)
+    assert sum(shape[1] for shape in shapes) == 2 * 120 - (120 - 112)
+
+
+def test_one_pass_ties_take_the_first_column_as_the_dense_argmax() -> None:
+    """Duplicate image-1 features: equal confidences in a row; both paths pick the first."""
+    f0, f1 = _features(1, 40, 40, seed=23)
+    f1[:, 30] = f1[:, 7]  # columns 7 and 30 tie in every row
+    f0[:, 5] = f1[:, 7] * 3  # row 5 prefers them over anything else
+    keep = torch.ones(1, 40, dtype=torch.bool)
+    dense = Execution(ExecutionOptions(coarse_one_pass=False))
+    for thr in (0.0, 0.05):
+        ref = dual_softmax_matches(f0, f1, 0.1, thr, keep, keep, execution=dense)
+        got = dual_softmax_matches(f0, f1, 0.1, thr, keep, keep)
+        assert torch.equal(got.i_ids, ref.i_ids) and torch.equal(got.j_ids, ref.j_ids)
+    # a tie halves the column softmax: row 5 matches column 7 only if 0.5 * conf clears thr
+    conf = dual_softmax_confidence(f0, f1, 0.1)
+    assert conf[0, 5, 7] == conf[0, 5, 30] and conf[0, 5].argmax() == 7
+
+
+def test_one_pass_only_where_its_candidates_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Below MIN_CANDIDATE_THR, or with more candidate bytes than the budget, the two-pass path."""
+    from loftr_core.execution import streaming
+
+    # at most floor(1 / (thr * (1 - margin))) entries of a row exceed the margin: 5 for 0.2
+    assert streaming.candidate_bytes(1, 100, 0.2) == 100 * 5 * 32
+    assert streaming.candidate_bytes(1, 100, streaming.MIN_CANDIDATE_THR / 2) == float("inf")
+    calls: list[float] = []
+    real = streaming.thresholded_dual_softmax
+
+    def spy(*args: object) -> tuple[torch.Tensor, ...]:
+        calls.append(float(args[5]))  # type: ignore[arg-type]
+        return real(*args)  # type: ignore[arg-type]
+
+    import loftr_core.model.coarse_matching as cm
+
+    monkeypatch.setattr(cm, "thresholded_dual_softmax", spy)
+    length = 1100  # at thr = 1/2048 the worst case, 1100 * 2048 * 32 bytes, exceeds 64 MiB
+    f0, f1 = _features(1, length, 64, seed=29)
+    keep = torch.ones(1, length, dtype=torch.bool)
+    dense = Execution(ExecutionOptions(coarse_one_pass=False))
+    assert streaming.candidate_bytes(1, length, 1 / 2048) > streaming.MIN_CANDIDATE_BUDGET
+    cases = [
+        (0.2, 1 << 12, True),  # few candidates: within MIN_CANDIDATE_BUDGET whatever the chunk
+        (streaming.MIN_CANDIDATE_THR / 4, 1 << 20, False),  # no bound below MIN_CANDIDATE_THR
+        (1 / 2048, 1 << 20, False),  # a worst case over both budgets
+        (1 / 2048, 1 << 25, True),  # within a larger chunk budget (128 MiB of scores)
+    ]
+    for thr, chunk, used in cases:
+        calls.clear()
+        ex = Execution(ExecutionOptions(coarse_chunk_elements=chunk))
+        got = dual_softmax_matches(f0, f1, 0.1, thr, keep, keep, execution=ex)
+        ref = dual_softmax_matches(f0, f1, 0.1, thr, keep, keep, execution=dense)
+        assert bool(calls) == used, (thr, chunk)
+        assert torch.equal(got.i_ids, ref.i_ids) and torch.equal(got.j_ids, ref.j_ids)
+        assert got.i_ids.numel() >= 20
+
+
+@pytest.mark.parametrize("last", [64, 61])  # the 8-byte word search, then plain nonzero
+def test_sparse_nonzero_equals_torch_nonzero(last: int) -> None:
+    from loftr_core.execution.streaming import _nonzero_sparse
+
+    g = torch.Generator().manual_seed(last)
+    for density in (0.0, 0.001, 0.05, 1.0):
+        mask = torch.rand(3, 50, last, generator=g) < density
+        got = _nonzero_sparse(mask)
+        want = torch.nonzero(mask, as_tuple=True)
+        assert all(torch.equal(x, y) for x, y in zip(got, want, strict=True))
+
+
+def test_one_pass_float64_features() -> None:
+    f0, f1 = _features(1, 48, 48, seed=31)
+    keep = torch.ones(1, 48, dtype=torch.bool)
+    got = dual_softmax_matches(f0.double(), f1.double(), 0.1, 0.1, keep, keep)
+    ref = select_matches(dual_softmax_confidence(f0.double(), f1.double(), 0.1), 0.1, keep, keep)
+    assert got.mconf.dtype == torch.float64 and got.i_ids.numel() >= 10
+    assert torch.equal(got.i_ids, ref.i_ids) and torch.equal(got.j_ids, ref.j_ids)
+    torch.testing.assert_close(got.mconf, ref.mconf, rtol=1e-12, atol=0)

@@ -25,7 +25,11 @@ def test_options_parse_like_a_command_line_and_reject_bad_values() -> None:
         "reference", ["fine_chunk_matches=256", "channels_last=auto", "coarse_chunk_elements=none"]
     )
     assert opts == ExecutionOptions(
-        channels_last="auto", fold_batchnorm=False, onednn=False, fine_chunk_matches=256
+        channels_last="auto",
+        fold_batchnorm=False,
+        onednn=False,
+        coarse_one_pass=False,
+        fine_chunk_matches=256,
     )
     assert ExecutionOptions.from_preset("default", ["onednn=off"]).onednn is False
     assert ExecutionOptions.from_preset("default", {"compile": True}).compile is True

@@ -55,6 +55,11 @@ class ExecutionOptions:
         coarse_chunk_elements: at most this many scores ``N * rows * S`` of the coarse matrix at
             once in dual-softmax inference; a matrix that fits runs the dense formula, a larger
             one is streamed over row chunks. ``None``: 2^25 on CPU, 2^28 on CUDA.
+        coarse_one_pass: dual-softmax inference matches with a threshold of at least
+            :data:`~loftr_core.execution.streaming.MIN_CANDIDATE_THR` in one pass over row
+            chunks (one score product, no ``(N, L, S)`` matrix; only the entries that can exceed
+            the threshold are kept), within ``coarse_chunk_elements``. Float rounding of the
+            confidences only; off: the dense formula (or the two-pass stream when too large).
         fine_chunk_matches: matches per pass through the fine stage (bounds its memory).
             ``None``: 1024 on CPU, 8192 elsewhere.
         backbone_batch_pixels: both images go through the backbone as one batch when their
@@ -72,6 +77,7 @@ class ExecutionOptions:
     coarse_dtype: str = "inherit"
     fine_dtype: str = "inherit"
     coarse_chunk_elements: int | None = None
+    coarse_one_pass: bool = True
     fine_chunk_matches: int | None = None
     backbone_batch_pixels: int | None = None
     compile: bool = False
@@ -79,7 +85,7 @@ class ExecutionOptions:
     def __post_init__(self) -> None:
         if self.channels_last not in (True, False, "auto"):
             raise _bad("channels_last", self.channels_last, 'true, false or "auto"')
-        for name in ("fold_batchnorm", "onednn", "compile"):
+        for name in ("fold_batchnorm", "onednn", "coarse_one_pass", "compile"):
             if not isinstance(getattr(self, name), bool):
                 raise _bad(name, getattr(self, name), "true or false")
         if self.fine_branch_dtype not in _LOW_DTYPES:
@@ -96,8 +102,9 @@ class ExecutionOptions:
 
     @classmethod
     def reference(cls) -> ExecutionOptions:
-        """The original's kernels and rounding: NCHW, unfolded BatchNorm, torch's BLAS."""
-        return cls(channels_last=False, fold_batchnorm=False, onednn=False)
+        """The original's kernels and rounding: NCHW, unfolded BatchNorm, torch's BLAS, the
+        dense dual-softmax matrix."""
+        return cls(channels_last=False, fold_batchnorm=False, onednn=False, coarse_one_pass=False)
 
     def replace(self, **changes: Any) -> ExecutionOptions:
         """A copy with ``changes``; unknown names raise :class:`ConfigError` listing the valid."""

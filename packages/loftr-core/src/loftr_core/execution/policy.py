@@ -23,6 +23,8 @@ CPU_COARSE_CHUNK = 1 << 25
 """Coarse scores held at once on CPU (128 MiB of float32: a 640x480 pair in one chunk)."""
 GPU_COARSE_CHUNK = 1 << 28
 """On CUDA memory is plentiful and each extra pass costs more than it saves (1 GiB)."""
+CPU_CANDIDATE_ROWS = 256
+"""Rows per chunk of the one-pass coarse evaluation on CPU (measured: 128-512 equally fast)."""
 CPU_FINE_CHUNK = 1024
 GPU_FINE_CHUNK = 8192
 CPU_BACKBONE_BATCH_PIXELS = 2 * 640 * 480
@@ -196,6 +198,12 @@ class Execution:
         if value is not None:
             return value
         return GPU_COARSE_CHUNK if device.type == "cuda" else CPU_COARSE_CHUNK
+
+    def coarse_candidate_rows(self, device: torch.device, n: int, s: int) -> int:
+        """Rows per chunk of the one-pass thresholded evaluation: within the chunk budget and,
+        on CPU, at most :data:`CPU_CANDIDATE_ROWS` (chunks stay in cache)."""
+        rows = max(1, self.coarse_chunk_elements(device) // max(1, n * s))
+        return min(rows, CPU_CANDIDATE_ROWS) if device.type == "cpu" else rows
 
     # ------------------------------------------------------------------------------- fine stage
     def fine_chunk_matches(self, device: torch.device) -> int:

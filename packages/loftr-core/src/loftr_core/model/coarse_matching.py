@@ -3,11 +3,14 @@ neighbours above a threshold away from the border (spec §1.5).
 
 The dual-softmax confidence is ``softmax_L(sim) * softmax_S(sim)`` with
 ``sim = f0 · f1 / C / temperature`` (:func:`dual_softmax_confidence`, the one formula for training
-and inference). In inference, when the ``(N, L, S)`` matrix exceeds the execution's chunk budget,
-the same formula is evaluated over row chunks by
-:func:`loftr_core.execution.streaming.streamed_dual_softmax`, which keeps only the row and column
-maxima that match selection needs. Optimal transport needs every row and column in each Sinkhorn
-iteration and is always dense.
+and inference). In inference (:func:`dual_softmax_matches`) the same formula is evaluated without
+the ``(N, L, S)`` matrix where possible: with ``ExecutionOptions.coarse_one_pass`` (the default)
+and a threshold of at least ``MIN_CANDIDATE_THR``, in one pass over row chunks that keeps only
+the entries able to exceed the threshold
+(:func:`loftr_core.execution.streaming.thresholded_dual_softmax`); otherwise densely when the
+matrix fits the execution's chunk budget, else in two passes over row chunks
+(:func:`loftr_core.execution.streaming.streamed_dual_softmax`). Optimal transport needs every
+row and column in each Sinkhorn iteration and is always dense.
 
 A match is a cell ``i`` of image 0 and the first column ``j`` of its row maximum with
 ``conf[i, j] > thr``, both cells off the border, and ``conf[i, j]`` also the maximum of column
@@ -25,7 +28,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from loftr_core.execution import Execution
-from loftr_core.execution.streaming import streamed_dual_softmax
+from loftr_core.execution.streaming import (
+    MIN_CANDIDATE_BUDGET,
+    candidate_bytes,
+    streamed_dual_softmax,
+    thresholded_dual_softmax,
+)
 from loftr_core.model.config import MatchCoarseConfig, check_thr
 from loftr_core.model.optimal_transport import log_optimal_transport
 
@@ -195,9 +203,12 @@ def dual_softmax_matches(
 ) -> CoarseMatches:
     """Dual-softmax inference matches within the execution's memory budget.
 
-    The dense formula when the ``(N, L, S)`` matrix fits the budget, else the streamed evaluation
-    of the same formula; both equal :func:`select_matches` on :func:`dual_softmax_confidence` (up
-    to float rounding of the column sums when streamed).
+    The one-pass thresholded evaluation when the options allow it and its candidates' worst
+    case fits the chunk budget or ``MIN_CANDIDATE_BUDGET`` (``thr`` at least
+    ``MIN_CANDIDATE_THR``); else the dense formula when the
+    ``(N, L, S)`` matrix fits the budget, else the two-pass stream. All equal
+    :func:`select_matches` on :func:`dual_softmax_confidence` (up to float rounding of the
+    confidences outside the dense formula).
 
     Args:
         feat0: ``(N, L, C)``; feat1: ``(N, S, C)``.
@@ -210,6 +221,10 @@ def dual_softmax_matches(
     n, length, _ = feat0.shape
     s = feat1.shape[1]
     budget = ex.coarse_chunk_elements(feat0.device)
+    dtype = torch.promote_types(feat0.dtype, torch.float32)
+    candidate_budget = max(budget * dtype.itemsize, MIN_CANDIDATE_BUDGET)
+    if ex.options.coarse_one_pass and candidate_bytes(n, length, thr) <= candidate_budget:
+        return _thresholded_matches(feat0, feat1, temperature, thr, keep0, keep1, mask0, mask1, ex)
     if n * length * s <= budget:
         conf = dual_softmax_confidence(feat0, feat1, temperature, mask0, mask1, ex)
         return select_matches(conf, thr, keep0, keep1)
@@ -222,9 +237,48 @@ def dual_softmax_matches(
         return sim, invalid
 
     rows = max(1, min(length, budget // max(1, n * s)))
-    dtype = torch.promote_types(feat0.dtype, torch.float32)
     row_max, row_arg, col_max = streamed_dual_softmax(
         chunk_scores, n, length, s, rows, dtype, feat0.device
+    )
+    return _finish(row_max, row_arg, col_max, thr, keep0, keep1)
+
+
+def _thresholded_matches(
+    feat0: Tensor,
+    feat1: Tensor,
+    temperature: float,
+    thr: float,
+    keep0: Tensor,
+    keep1: Tensor,
+    mask0: Tensor | None,
+    mask1: Tensor | None,
+    ex: Execution,
+) -> CoarseMatches:
+    """:func:`dual_softmax_matches` in one pass over transposed row chunks
+    (:func:`~loftr_core.execution.streaming.thresholded_dual_softmax`)."""
+    n, length, channels = feat0.shape
+    s = feat1.shape[1]
+    scale = channels**0.5
+    f0, f1 = feat0 / scale, feat1 / scale  # once, not per chunk
+    mask1_t = None if mask1 is None else mask1[:, :, None]
+
+    def chunk_scores_t(start: int, stop: int) -> tuple[Tensor, Tensor | None]:
+        sim_t = ex.similarity(f1, f0[:, start:stop]).div_(temperature)  # (N, S, r)
+        if mask0 is None and mask1_t is None:
+            return sim_t, None
+        if mask0 is None:
+            assert mask1_t is not None
+            invalid = ~mask1_t
+        else:
+            valid0 = mask0[:, None, start:stop]
+            invalid = ~(valid0 if mask1_t is None else valid0 & mask1_t)
+        sim_t.masked_fill_(invalid, MASK_FILL)
+        return sim_t, invalid
+
+    dtype = torch.promote_types(feat0.dtype, torch.float32)
+    rows = ex.coarse_candidate_rows(feat0.device, n, s)
+    row_max, row_arg, col_max = thresholded_dual_softmax(
+        chunk_scores_t, n, length, s, min(rows, length), thr, dtype, feat0.device
     )
     return _finish(row_max, row_arg, col_max, thr, keep0, keep1)
 
