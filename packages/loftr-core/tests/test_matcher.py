@@ -275,3 +275,62 @@ def test_match_pairs_encodes_each_image_once_with_the_single_pair_matches(
         np.testing.assert_array_equal(got.keypoints1, ref.keypoints1)
     with pytest.raises(ConfigError, match="feature_cache_mb"):
         Matcher(model, feature_cache_mb=-1)
+
+
+def test_pair_list_reordered_for_the_cache_decoded_ahead_results_in_input_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cache with room for two images and a list alternating between two pairs of images:
+    reordered, each image is encoded once (8 in input order); decoding runs in the background
+    loader's thread; every result is in its input slot and equals the pair matched alone."""
+    import threading
+
+    from loftr_core.errors import LoftrError
+
+    rng = np.random.default_rng(11)
+    base = cv2.resize(rng.integers(0, 256, (30, 40), dtype=np.uint8), (320, 240))
+    paths = {}
+    for k, name in enumerate("abcd"):
+        paths[name] = tmp_path / f"{name}.png"
+        cv2.imwrite(str(paths[name]), np.roll(base, 8 * k, axis=1)[:160, :224])
+    torch.manual_seed(0)
+    model = LoFTR(LoFTRConfig.outdoor_ds()).eval()
+    with torch.inference_mode():
+        one = model.encode(torch.zeros(1, 1, 160, 224)).nbytes
+    assert model.encoded_nbytes(160, 224) == one  # what the order plans the cache with
+    matcher = Matcher(model, threshold=0.0, feature_cache_mb=2.5 * one / 2**20)
+    names = [("a", "b"), ("c", "d"), ("a", "b"), ("c", "d"), ("b", "a"), ("d", "c")]
+    pairs = [(paths[x], paths[y]) for x, y in names]
+    encoded: list[tuple[int, ...]] = []
+    decoded: list[str] = []
+    encode, prepare = model.encode, matcher._prepare
+
+    def counting_encode(image: torch.Tensor) -> Any:
+        encoded.append(tuple(image.shape))
+        return encode(image)
+
+    def recording_prepare(*args: Any, **kwargs: Any) -> Any:
+        decoded.append(threading.current_thread().name)
+        return prepare(*args, **kwargs)
+
+    monkeypatch.setattr(model, "encode", counting_encode)
+    monkeypatch.setattr(matcher, "_prepare", recording_prepare)
+    results = matcher.match_pairs(pairs)
+    assert len(encoded) == 4  # a, b, c, d once each (input order: all 12)
+    assert any(name.startswith("loftr-loader") for name in decoded), decoded
+    for (x, y), got in zip(names, results, strict=True):
+        alone = matcher.match(paths[x], paths[y])
+        assert len(got) == len(alone) > 0, (x, y)
+        np.testing.assert_array_equal(got.keypoints0, alone.keypoints0)
+        np.testing.assert_allclose(got.keypoints1, alone.keypoints1, rtol=0, atol=1e-3)
+    encoded.clear()
+    in_order = list(matcher.iter_match_indexed(pairs, reorder=False))
+    assert [k for k, _ in in_order] == list(range(len(pairs))) and len(encoded) == 12
+    # a missing image: its pairs yield the error (naming the pair), the others go on
+    broken = [*pairs[:2], (paths["a"], tmp_path / "missing.png"), pairs[3]]
+    seen = dict(matcher.iter_match_indexed(broken))
+    assert sorted(seen) == [0, 1, 2, 3]
+    assert isinstance(seen[2], LoftrError) and "missing.png" in str(seen[2])
+    assert all(isinstance(seen[k], MatchResult) for k in (0, 1, 3))
+    with pytest.raises(LoftrError, match=r"missing\.png"):
+        matcher.match_pairs(broken)

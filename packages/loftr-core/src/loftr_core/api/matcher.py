@@ -24,11 +24,13 @@ with ``(H*W/64)^2`` for the coarse confidence matrix.
 from __future__ import annotations
 
 import contextlib
+import functools
+import itertools
 import logging
 import math
 import os
-from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +42,7 @@ from loftr_core.api.devices import resolve_device, resolve_dtype
 from loftr_core.api.image_io import ImageLike, resize_long_side, to_gray
 from loftr_core.api.memory import MemoryLimit
 from loftr_core.api.pretrained import fetch_pretrained, pretrained_entry
+from loftr_core.api.schedule import Prefetcher, locality_order
 from loftr_core.errors import CheckpointError, ConfigError, InputError, LoftrError
 from loftr_core.execution import ExecutionOptions
 from loftr_core.model import LoFTR
@@ -51,6 +54,8 @@ __all__ = ["MatchResult", "Matcher", "min_image_size"]
 logger = logging.getLogger(__name__)
 
 DIVISOR = 8  # the coarse stride: model inputs must be multiples of it
+LOOKAHEAD_PAIRS = 2
+"""Pairs ahead of the current one whose uncached images the background loader decodes."""
 
 
 @dataclass(frozen=True)
@@ -410,14 +415,24 @@ class Matcher:
         return data
 
     def _encoded(
-        self, image: ImageLike, name: str, channel_order: str | None, cache: _FeatureCache
+        self,
+        image: ImageLike,
+        name: str,
+        channel_order: str | None,
+        cache: _FeatureCache,
+        loader: Prefetcher[tuple[Any, ...], _Prepared] | None = None,
     ) -> _CachedImage:
-        """``image`` decoded, resized, padded and through the backbone: once per distinct image."""
+        """``image`` decoded, resized, padded and through the backbone: once per distinct image
+        (decoded by ``loader``'s thread when it was asked ahead)."""
         key = _image_key(image, channel_order or self.channel_order)
         hit = cache.get(key)
         if hit is not None:
             return hit
-        prepared = self._prepare(image, name, channel_order)
+
+        def load() -> _Prepared:
+            return self._prepare(image, name, channel_order)
+
+        prepared = load() if loader is None else loader.get(key, load)
         tensor, mask = self._stack([prepared])
         with torch.inference_mode(), self._autocast():
             encoded = self.model.encode(tensor.to(self.device))
@@ -446,11 +461,80 @@ class Matcher:
         self, pairs: Iterable[tuple[ImageLike, ImageLike]], channel_order: str | None
     ) -> Iterator[MatchResult | LoftrError]:
         cache = _FeatureCache(self.feature_cache_bytes)
-        for k, (a, b) in enumerate(pairs):
-            try:
-                yield self._match_cached(k, a, b, channel_order, cache)
-            except LoftrError as exc:
-                yield exc
+        indexed = ((k, a, b) for k, (a, b) in enumerate(pairs))
+        for _, item in self._match_stream(indexed, channel_order, cache):
+            yield item
+
+    def iter_match_indexed(
+        self,
+        pairs: Sequence[tuple[ImageLike, ImageLike]],
+        *,
+        channel_order: str | None = None,
+        reorder: bool = True,
+    ) -> Iterator[tuple[int, MatchResult | LoftrError]]:
+        """Match a pair list in a cache-friendly order: ``(index in pairs, result)`` per pair.
+
+        Each distinct image is decoded and encoded once while it stays in the feature cache
+        (``feature_cache_mb``); with ``reorder`` the pairs run in
+        :func:`~loftr_core.api.schedule.locality_order` for a cache of as many images as the
+        first one's features fit (``LoFTR.encoded_nbytes`` of its size), so images are encoded as few times as possible when they do
+        not all fit. A pair that cannot be matched yields its
+        :class:`~loftr_core.errors.LoftrError` as its result. Every pair's matches equal
+        matching it alone; ``batch_size`` is not used.
+        """
+        cache = _FeatureCache(self.feature_cache_bytes)
+        channels = channel_order or self.channel_order
+        order: Sequence[int] = range(len(pairs))
+        preloaded: dict[tuple[Any, ...], _Prepared] = {}
+        if reorder and len(pairs) > 2:
+            # the cache's capacity in images, from the size of the first image that decodes
+            for k, (a, _) in enumerate(pairs[:8]):
+                with contextlib.suppress(LoftrError):  # its pair reports the error in its turn
+                    first = self._prepare(a, f"image0 of pair {k}", channel_order)
+                    preloaded[_image_key(a, channels)] = first
+                    break
+            for first in preloaded.values():
+                tensor, _ = self._stack([first])
+                size = self.model.encoded_nbytes(int(tensor.shape[-2]), int(tensor.shape[-1]))
+                keys = [(_image_key(a, channels), _image_key(b, channels)) for a, b in pairs]
+                order = locality_order(keys, cache.budget // max(1, size))
+        indexed = ((k, *pairs[k]) for k in order)
+        yield from self._match_stream(indexed, channel_order, cache, preloaded)
+
+    def _match_stream(
+        self,
+        indexed: Iterator[tuple[int, ImageLike, ImageLike]],
+        channel_order: str | None,
+        cache: _FeatureCache,
+        preloaded: Mapping[tuple[Any, ...], _Prepared] | None = None,
+    ) -> Iterator[tuple[int, MatchResult | LoftrError]]:
+        """Match ``(index, image0, image1)`` in the given order while a background thread decodes
+        the images of the next :data:`LOOKAHEAD_PAIRS` pairs that are not cached (``preloaded``:
+        images decoded already, by key)."""
+        order = channel_order or self.channel_order
+        window = deque(itertools.islice(indexed, LOOKAHEAD_PAIRS + 1))
+        with Prefetcher[tuple[Any, ...], _Prepared](ahead=2 * LOOKAHEAD_PAIRS) as loader:
+            for key, value in (preloaded or {}).items():
+                loader.put(key, value)
+            while window:
+                k, a, b = window.popleft()
+                window.extend(itertools.islice(indexed, 1))
+                wanted = {_image_key(a, order), _image_key(b, order)}
+                for j, x, y in window:
+                    for slot, image in ((0, x), (1, y)):
+                        key = _image_key(image, order)
+                        if key in cache.entries:
+                            continue
+                        load = functools.partial(
+                            self._prepare, image, f"image{slot} of pair {j}", channel_order
+                        )
+                        if loader.want(key, load):
+                            wanted.add(key)
+                loader.keep_only(wanted)
+                try:
+                    yield k, self._match_cached(k, a, b, channel_order, cache, loader)
+                except LoftrError as exc:
+                    yield k, exc
 
     def _match_cached(
         self,
@@ -459,9 +543,10 @@ class Matcher:
         b: ImageLike,
         channel_order: str | None,
         cache: _FeatureCache,
+        loader: Prefetcher[tuple[Any, ...], _Prepared] | None = None,
     ) -> MatchResult:
-        first = self._encoded(a, f"image0 of pair {k}", channel_order, cache)
-        second = self._encoded(b, f"image1 of pair {k}", channel_order, cache)
+        first = self._encoded(a, f"image0 of pair {k}", channel_order, cache, loader)
+        second = self._encoded(b, f"image1 of pair {k}", channel_order, cache, loader)
         self.memory_limit.check(
             self.model,
             tuple(first.tensor.shape),
@@ -560,11 +645,18 @@ class Matcher:
 
         With ``batch_size=1`` (the default) each distinct image (the same path, or the same
         array object) is decoded and put through the backbone once and its features are reused
-        by every pair it is in (an LRU cache of ``feature_cache_mb``); the matches equal
-        matching each pair alone.
+        by every pair it is in (an LRU cache of ``feature_cache_mb``); the pairs run in a
+        cache-friendly order and images are decoded ahead in a background thread
+        (:meth:`iter_match_indexed`); the matches equal matching each pair alone. The first pair
+        that cannot be matched raises its error (:meth:`iter_match_indexed` goes on past it).
         """
         if self.batch_size == 1 and len(pairs) > 1:
-            return list(self._iter_cached(pairs, channel_order))
+            results: list[MatchResult | None] = [None] * len(pairs)
+            for k, item in self.iter_match_indexed(pairs, channel_order=channel_order):
+                if isinstance(item, LoftrError):
+                    raise item
+                results[k] = item
+            return [r for r in results if r is not None]
         prepared = [
             (
                 self._prepare(a, f"image0 of pair {k}", channel_order),

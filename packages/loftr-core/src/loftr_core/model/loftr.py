@@ -268,6 +268,14 @@ class LoFTR(nn.Module):
         coarse, fine = self.backbone(image)
         return EncodedImage(self._tokens(coarse), fine)
 
+    def encoded_nbytes(self, height: int, width: int, element_size: int = 4) -> int:
+        """Bytes :meth:`encode` returns for one ``height x width`` image (multiples of 8):
+        coarse tokens at 1/8 and the fine map at 1/2, ``element_size`` bytes per value."""
+        cfg = self.config
+        coarse = (height // 8) * (width // 8) * cfg.coarse.d_model
+        fine = (height // 2) * (width // 2) * cfg.resnetfpn.block_dims[0]
+        return (coarse + fine) * element_size
+
     def _coarse(
         self, inputs: _Inputs, encoded: tuple[EncodedImage, EncodedImage] | None = None
     ) -> _Coarse:
