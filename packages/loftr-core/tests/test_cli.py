@@ -353,3 +353,58 @@ def test_a_pair_that_cannot_be_matched_is_reported_and_the_list_goes_on(
         .startswith("loftr-match: error: 1 of 3 pairs could not be matched (a.png tiny.png;")
     )
     assert sorted(p.name for p in out_dir.glob("*.npz")) == ["a_b.npz", "b_a.npz"]
+
+
+def test_pairs_to_hloc_files_and_pose_estimator_options(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--hloc writes features.h5/matches.h5 named as in the pairs file, whose index pairs give
+    back every pair's matches (within the merge grid); --estimator/--ransac-thr/--seed reach the
+    pose; bad values are one line."""
+    h5py = pytest.importorskip("h5py")
+    root = files["a"].parent
+    c = tmp_path / "c.png"
+    cv2.imwrite(str(c), np.roll(cv2.imread(str(files["a"])), 16, axis=1))
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text(f"a.png b.jpg\nb.jpg {c}\na.png {c}\n")
+    hloc = tmp_path / "hloc"
+    npz = tmp_path / "npz"
+    code, out, err = _run(
+        capsys, "--pairs", pairs, "--image-root", root, "--weights", files["w"], "--thr", "0",
+        "--hloc", hloc, "--merge-grid", "0", "--out-dir", npz, "--no-progress",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "hloc: " in out and "3 pairs" in out
+    names = ["a.png", "b.jpg", str(c)]
+    with h5py.File(hloc / "features.h5", "r") as feats, h5py.File(hloc / "matches.h5") as m:
+        for line in pairs.read_text().splitlines():
+            n0, n1 = line.split()
+            saved = np.load(npz / f"{Path(n0).stem}_{Path(n1).stem}.npz")
+            k0, k1 = feats[n0]["keypoints"][()], feats[n1]["keypoints"][()]
+            np.testing.assert_array_equal(feats[n0]["image_size"][()], [160, 120])
+            grp = m[n0.replace("/", "-")][n1.replace("/", "-")]
+            m0 = grp["matches0"][()]
+            idx = np.where(m0 >= 0)[0]
+            # grid 0: every match is exactly one keypoint pair
+            got = {(tuple(k0[i]), tuple(k1[m0[i]])) for i in idx}
+            want = {
+                (tuple(p), tuple(q))
+                for p, q in zip(saved["keypoints0"], saved["keypoints1"], strict=True)
+            }
+            assert len(want) > 0 and got <= want
+            assert len(idx) == len({tuple(p) for p in saved["keypoints0"]})
+        assert all(n in feats for n in names)  # an absolute path nests from the root
+    # the pose options reach the estimator: a fixed seed gives the same pose twice
+    outs = []
+    for _ in range(2):
+        code, out, err = _run(
+            capsys, files["a"], files["b"], "--weights", files["w"], "--thr", "0", "--K0", K0,
+            "--K1", K1, "--estimator", "opencv", "--ransac-thr", "2", "--seed", "5",
+        )  # fmt: skip
+        assert code == 0, err
+        outs.append(out)
+    assert outs[0] == outs[1] and "inliers:" in outs[0]
+    code, _, err = _run(capsys, files["a"], files["b"], "--ransac-thr", "-1")
+    assert code == 2 and "not a positive number" in err
+    code, _, err = _run(capsys, files["a"], files["b"], "--hloc", tmp_path / "x")
+    _assert_one_line_error(code, err, "--hloc work with --pairs")

@@ -184,8 +184,12 @@ def test_loftr_eval_end_to_end(
             {k: s[k][None] for k in ("image0", "image1", "mask0", "mask1", "scale0", "scale1")}
         )
     gt = _pair0(sample_root)
-    ref = pair_metrics(pred["keypoints0"], pred["keypoints1"], gt["K0"], gt["K1"], gt["T_0to1"])
+    ref = pair_metrics(
+        pred["keypoints0"], pred["keypoints1"], gt["K0"], gt["K1"], gt["T_0to1"], seed=0
+    )
     assert row["num_matches"] == ref.num_matches > 5
+    assert (row["estimator"], row["ransac_pixel_thr"], row["seed"]) == ("opencv", 0.5, 0)
+    assert "pose: opencv at 0.5 px" in printed.out
     assert row["precision"] == pytest.approx(ref.precision)
     assert row["num_inliers"] == ref.num_inliers
     assert f"| mean_matches | {float(ref.num_matches):5.1f} |" in printed.out
@@ -216,3 +220,27 @@ def test_loftr_eval_reports_bad_inputs(
 def test_console_script_is_registered() -> None:
     (ep,) = entry_points(group="console_scripts", name="loftr-eval")
     assert ep.value == "loftr_train.cli_eval:main"
+
+
+def test_evaluate_with_poselib_is_recorded_in_every_line(sample_root: Path, tmp_path: Path) -> None:
+    """The LO-RANSAC estimator by name: the exact correspondences give the pose, and each
+    per-pair line says which estimator, threshold and seed produced it."""
+    pytest.importorskip("poselib")
+    gt = _pair0(sample_root)
+    k0, k1 = _exact_correspondences(gt)
+    ds = MegaDepthDataset(
+        sample_root, sample_root / "sample.npz", img_resize=320, pair_ids=[0], load_depth=False
+    )
+    result = evaluate(
+        _Oracle(k0, k1), ds, progress=False, estimator="poselib", ransac_pixel_thr=1.0, seed=7
+    )
+    (pm,) = result.pairs
+    assert max(pm.R_err, pm.t_err) < 0.5 and result.summary["auc@5"] > 0.9
+    assert pm.num_inliers >= 0.95 * len(k0)
+    out = write_pair_results(result, tmp_path / "p.jsonl")
+    (row,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert row["estimator"] == "poselib" and row["ransac_pixel_thr"] == 1.0 and row["seed"] == 7
+    from loftr_core.errors import InputError
+
+    with pytest.raises(InputError, match="unknown pose estimator"):
+        evaluate(_Oracle(k0, k1), ds, progress=False, estimator="magsac")

@@ -31,6 +31,8 @@ import torch
 
 from loftr_core.api.checkpoint import load_model
 from loftr_core.api.devices import resolve_device, resolve_dtype
+from loftr_core.api.geometry import DEFAULT_THRESHOLD_PX, ESTIMATORS
+from loftr_core.api.optional import require
 from loftr_core.api.pretrained import pretrained_name, resolve_weights
 from loftr_core.cli.runner import (
     SHARED,
@@ -93,6 +95,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--output", type=Path, default=None, help="write per-pair results here (JSON Lines)"
     )
+    p.add_argument(
+        "--estimator",
+        choices=ESTIMATORS,
+        default="opencv",
+        help="relative pose estimator: opencv (RANSAC at 0.5 px: reproduces the LoFTR paper) or "
+        "poselib (LO-RANSAC at 1.0 px, as glue-factory and the LightGlue paper evaluate; pip "
+        "install 'loftr-core[poselib]')",
+    )
+    p.add_argument(
+        "--ransac-thr",
+        type=float,
+        default=None,
+        metavar="PX",
+        help="pose inlier threshold in original pixels (default 0.5 for opencv, 1.0 for poselib)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="RANSAC seed per pair (default 0)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_shared(p, SHARED)
     return p
@@ -169,6 +187,11 @@ def _run(args: argparse.Namespace) -> int:
         check_readable(Path(weights), "checkpoint file")
     if args.output is not None:  # before the (long) evaluation
         check_output(args.output, "--output")
+    thr = DEFAULT_THRESHOLD_PX[args.estimator] if args.ransac_thr is None else args.ransac_thr
+    if not thr > 0 or thr == float("inf"):
+        raise EvaluationError(f"--ransac-thr {args.ransac_thr}: give a positive number of pixels")
+    if args.estimator == "poselib":
+        require("poselib", "poselib")  # before the (long) evaluation
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     dataset = _dataset(args)
@@ -180,6 +203,13 @@ def _run(args: argparse.Namespace) -> int:
         dtype=None if dtype == torch.float32 else dtype,
         max_pairs=args.max_pairs,
         progress=not args.no_progress,
+        estimator=args.estimator,
+        ransac_pixel_thr=thr,
+        seed=args.seed,
+    )
+    print(
+        f"pose: {args.estimator} at {thr:g} px (confidence {result.pose['ransac_conf']}, seed "
+        f"{args.seed})"
     )
     print(format_table(result.summary))  # the table first: never lost to a failed write
     if args.output is not None:

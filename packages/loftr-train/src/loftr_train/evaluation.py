@@ -14,13 +14,14 @@ import json
 import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence, Sized
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm import tqdm
 
+from loftr_core.api.geometry import check_estimator
 from loftr_data import collate
 from loftr_train.errors import EvaluationError
 from loftr_train.metrics import EPI_ERR_THR, RANSAC_CONF, RANSAC_PIXEL_THR, PairMetrics
@@ -42,12 +43,15 @@ class EvaluationResult:
             and precision are fractions.
         scene_ids: scene of each pair (same order as ``pairs``).
         pair_ids: index of each pair in its scene-info file.
+        pose: how poses were estimated: ``estimator``, ``ransac_pixel_thr``, ``ransac_conf``,
+            ``seed`` (written into every per-pair line).
     """
 
     pairs: list[PairMetrics]
     summary: dict[str, float]
     scene_ids: list[str]
     pair_ids: list[int]
+    pose: dict[str, Any] = field(default_factory=dict)
 
 
 _REQUIRED = ("K0", "K1", "T_0to1", "scale0", "scale1", "pair_names")
@@ -66,6 +70,8 @@ def evaluate(
     ransac_pixel_thr: float = RANSAC_PIXEL_THR,
     ransac_conf: float = RANSAC_CONF,
     thresholds: Sequence[float] = (5, 10, 20),
+    estimator: str = "opencv",
+    seed: int | None = 0,
 ) -> EvaluationResult:
     """Run ``model`` on every pair of ``dataset`` and compute LoFTR's test metrics.
 
@@ -89,6 +95,10 @@ def evaluate(
         ransac_pixel_thr: RANSAC threshold in original pixels.
         ransac_conf: RANSAC confidence.
         thresholds: AUC thresholds in degrees.
+        estimator: relative pose estimator: ``"opencv"`` (RANSAC at 0.5 px, the paper's
+            protocol) or ``"poselib"`` (LO-RANSAC, as glue-factory; give its threshold, e.g.
+            1.0 px, in ``ransac_pixel_thr``).
+        seed: RANSAC seed, set before every pair (None: the estimator's current state).
 
     Returns:
         The :class:`EvaluationResult`.
@@ -100,6 +110,8 @@ def evaluate(
         epi_err_thr=epi_err_thr,
         ransac_pixel_thr=ransac_pixel_thr,
         ransac_conf=ransac_conf,
+        estimator=check_estimator(estimator),
+        seed=seed,
         auc_thresholds=tuple(thresholds),
     )
     total: int | None = None
@@ -134,20 +146,27 @@ def evaluate(
     finally:
         bar.close()
     summary = summarize(pairs, protocol)
-    return EvaluationResult(pairs=pairs, summary=summary, scene_ids=scene_ids, pair_ids=pair_ids)
+    pose = {
+        "estimator": protocol.estimator,
+        "ransac_pixel_thr": protocol.ransac_pixel_thr,
+        "ransac_conf": protocol.ransac_conf,
+        "seed": protocol.seed,
+    }
+    return EvaluationResult(pairs, summary, scene_ids, pair_ids, pose)
 
 
 def write_pair_results(result: EvaluationResult, path: str | Path) -> Path:
     """Write one JSON object per pair (JSON Lines); infinite errors are written as ``null``.
 
     Each line has ``identifier``, ``scene_id``, ``pair_id``, ``num_matches``, ``precision``,
-    ``R_err``, ``t_err``, ``pose_error`` (degrees) and ``num_inliers``.
+    ``R_err``, ``t_err``, ``pose_error`` (degrees), ``num_inliers`` and how the pose was
+    estimated (``estimator``, ``ransac_pixel_thr``, ``ransac_conf``, ``seed``).
     """
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", encoding="utf-8") as fh:
         for pm, scene, pid in zip(result.pairs, result.scene_ids, result.pair_ids, strict=True):
-            row = {"scene_id": scene, "pair_id": pid, **pm.to_json()}
+            row = {"scene_id": scene, "pair_id": pid, **pm.to_json(), **result.pose}
             fh.write(json.dumps(row, sort_keys=True) + "\n")
     return out
 

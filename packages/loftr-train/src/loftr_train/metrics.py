@@ -113,6 +113,8 @@ def pair_metrics(
     epi_err_thr: float = EPI_ERR_THR,
     ransac_pixel_thr: float = RANSAC_PIXEL_THR,
     ransac_conf: float = RANSAC_CONF,
+    estimator: str = "opencv",
+    seed: int | None = None,
 ) -> PairMetrics:
     """Epipolar and pose metrics of one pair's matches (the original ``compute_*_errors``).
 
@@ -127,6 +129,9 @@ def pair_metrics(
         epi_err_thr: precision threshold.
         ransac_pixel_thr: RANSAC threshold in pixels.
         ransac_conf: RANSAC confidence.
+        estimator: ``"opencv"`` (the paper's protocol) or ``"poselib"`` (LO-RANSAC, as
+            glue-factory); see :func:`loftr_core.api.geometry.estimate_pose`.
+        seed: RANSAC seed (None: the estimator's current state).
 
     Returns:
         The :class:`PairMetrics`.
@@ -135,7 +140,16 @@ def pair_metrics(
     p1 = _np(kpts1).reshape(-1, 2)
     k0, k1, T = _np(K0), _np(K1), _np(T_0to1)
     errs = symmetric_epipolar_distance(p0, p1, T, k0, k1)
-    pose = estimate_pose(p0, p1, k0, k1, threshold_px=ransac_pixel_thr, confidence=ransac_conf)
+    pose = estimate_pose(
+        p0,
+        p1,
+        k0,
+        k1,
+        threshold_px=ransac_pixel_thr,
+        confidence=ransac_conf,
+        estimator=estimator,
+        seed=seed,
+    )
     if pose is None:
         r_err = t_err = math.inf
         inliers = 0

@@ -71,6 +71,8 @@ class ScoringProtocol:
         epi_err_thr: epipolar precision threshold (names the key, ``prec@5e-04``).
         ransac_pixel_thr: RANSAC threshold in original pixels.
         ransac_conf: RANSAC confidence.
+        estimator: relative pose estimator, ``"opencv"`` (the paper's) or ``"poselib"``.
+        seed: RANSAC seed (None: the estimator's current state).
         auc_thresholds: pose AUC thresholds in degrees.
         homography_thresholds_px: reprojection thresholds of ``prec@{t}px`` in pixels.
     """
@@ -78,6 +80,8 @@ class ScoringProtocol:
     epi_err_thr: float = EPI_ERR_THR
     ransac_pixel_thr: float = RANSAC_PIXEL_THR
     ransac_conf: float = RANSAC_CONF
+    estimator: str = "opencv"
+    seed: int | None = None
     auc_thresholds: tuple[float, ...] = (5, 10, 20)
     homography_thresholds_px: tuple[float, ...] = (1.0, 3.0)
 
@@ -259,6 +263,8 @@ def score_batch(
                     epi_err_thr=protocol.epi_err_thr,
                     ransac_pixel_thr=protocol.ransac_pixel_thr,
                     ransac_conf=protocol.ransac_conf,
+                    estimator=protocol.estimator,
+                    seed=protocol.seed,
                 )
             )
             continue

@@ -8,6 +8,8 @@ paper protocol:
   confidence 0.99999 by default) and keeps, among the returned E candidates, the pose that
   :func:`cv2.recoverPose` reports with the most inliers. OpenCV is called exactly the way the
   original calls it (the RANSAC mask buffer is shared by every ``recoverPose`` call).
+  With ``estimator="poselib"`` it runs PoseLib's LO-RANSAC instead (threshold in pixels,
+  1.0 by default; the estimator glue-factory and the LightGlue paper evaluate LoFTR with).
 * :func:`relative_pose_error` gives the rotation angle error and the translation *direction*
   angle error, folded with ``min(err, 180 - err)`` because the translation sign of an essential
   matrix is ambiguous.
@@ -27,10 +29,14 @@ from typing import Any
 import cv2
 import numpy as np
 
+from loftr_core.api.optional import require
 from loftr_core.errors import InputError
 
 __all__ = [
+    "DEFAULT_THRESHOLD_PX",
+    "ESTIMATORS",
     "PoseEstimate",
+    "check_estimator",
     "estimate_pose",
     "parse_intrinsics",
     "relative_pose_error",
@@ -125,33 +131,60 @@ def _normalise(kpts: np.ndarray, K: np.ndarray) -> np.ndarray:
     return (kpts - K[[0, 1], [2, 2]][None]) / K[[0, 1], [0, 1]][None]
 
 
+ESTIMATORS = ("opencv", "poselib")
+"""Relative pose estimators by name: ``opencv`` (RANSAC, the LoFTR paper's protocol) and
+``poselib`` (PoseLib's LO-RANSAC with local refinement, as glue-factory evaluates)."""
+DEFAULT_THRESHOLD_PX = {"opencv": 0.5, "poselib": 1.0}
+"""Default inlier threshold in pixels per estimator (0.5: the paper's; 1.0: glue-factory's)."""
+
+
+def check_estimator(name: str) -> str:
+    """``name`` if it is one of :data:`ESTIMATORS`, else one :class:`InputError` line."""
+    if name not in ESTIMATORS:
+        raise InputError(f"unknown pose estimator {name!r}; choose one of {list(ESTIMATORS)}")
+    return name
+
+
 def estimate_pose(
     kpts0: Any,
     kpts1: Any,
     K0: Any,
     K1: Any,
     *,
-    threshold_px: float = 0.5,
+    threshold_px: float | None = None,
     confidence: float = 0.99999,
+    estimator: str = "opencv",
+    seed: int | None = None,
 ) -> PoseEstimate | None:
-    """Estimate the relative pose of two calibrated views from matches (LoFTR's protocol).
+    """Estimate the relative pose of two calibrated views from matches.
 
     Args:
         kpts0: ``(M, 2)`` pixel keypoints in image 0.
         kpts1: ``(M, 2)`` matching pixel keypoints in image 1.
         K0: intrinsics of image 0 (anything :func:`parse_intrinsics` accepts).
         K1: intrinsics of image 1.
-        threshold_px: RANSAC inlier threshold in pixels; divided by the mean focal length
-            ``mean(K0[0,0], K1[1,1], K0[0,0], K1[1,1])`` as the original does.
-        confidence: RANSAC confidence.
+        threshold_px: inlier threshold in pixels (default :data:`DEFAULT_THRESHOLD_PX` of the
+            estimator). OpenCV: divided by the mean focal length
+            ``mean(K0[0,0], K1[1,1], K0[0,0], K1[1,1])`` as the original does; PoseLib: its
+            ``max_epipolar_error`` in pixels.
+        confidence: RANSAC confidence (success probability).
+        estimator: ``"opencv"`` (LoFTR's protocol: RANSAC on the essential matrix, the
+            :func:`cv2.recoverPose` candidate with the most inliers) or ``"poselib"`` (LO-RANSAC,
+            ``pip install 'loftr-core[poselib]'``).
+        seed: RANSAC random seed (``cv2.setRNGSeed`` / PoseLib's ``seed``); None: OpenCV's
+            current state, PoseLib's default.
 
     Returns:
-        The pose with the most :func:`cv2.recoverPose` inliers, or ``None`` when there are fewer
-        than 5 matches or OpenCV finds no essential matrix.
+        The pose, or ``None`` when there are fewer than 5 matches or no pose is found.
 
     Raises:
-        InputError: keypoints not ``(M, 2)``, different numbers of keypoints, bad intrinsics.
+        InputError: keypoints not ``(M, 2)``, different numbers of keypoints, bad intrinsics,
+            an unknown estimator or a threshold that is not a positive number.
     """
+    check_estimator(estimator)
+    thr = DEFAULT_THRESHOLD_PX[estimator] if threshold_px is None else threshold_px
+    if isinstance(thr, bool) or not isinstance(thr, int | float) or not thr > 0:
+        raise InputError(f"threshold_px={threshold_px!r}; it must be a positive number of pixels")
     p0 = _keypoints(kpts0, "kpts0")
     p1 = _keypoints(kpts1, "kpts1")
     if len(p0) != len(p1):
@@ -161,6 +194,11 @@ def estimate_pose(
     if len(p0) < MIN_MATCHES_FOR_POSE:
         logger.debug("estimate_pose: %d matches < %d, no pose", len(p0), MIN_MATCHES_FOR_POSE)
         return None
+    if estimator == "poselib":
+        return _poselib_pose(p0, p1, K0m, K1m, float(thr), confidence, seed)
+    if seed is not None:
+        cv2.setRNGSeed(int(seed))
+    threshold_px = float(thr)
     n0 = _normalise(p0, K0m)
     n1 = _normalise(p1, K1m)
     ransac_thr = threshold_px / float(np.mean([K0m[0, 0], K1m[1, 1], K0m[0, 0], K1m[1, 1]]))
@@ -179,6 +217,39 @@ def estimate_pose(
             best_n = n
             best = PoseEstimate(R=R.copy(), t=t[:, 0].copy(), inliers=mask.ravel() > 0)
     return best
+
+
+def _poselib_pose(
+    p0: np.ndarray,
+    p1: np.ndarray,
+    K0: np.ndarray,
+    K1: np.ndarray,
+    threshold_px: float,
+    confidence: float,
+    seed: int | None,
+) -> PoseEstimate | None:
+    """PoseLib's LO-RANSAC relative pose (pinhole cameras from ``K0``/``K1``)."""
+    poselib = require("poselib", "poselib")
+
+    def camera(K: np.ndarray, pts: np.ndarray) -> dict[str, Any]:
+        # the size only bounds PoseLib's sanity checks; a principal point at the centre
+        w = max(2.0 * K[0, 2], float(pts[:, 0].max()) + 1.0)
+        h = max(2.0 * K[1, 2], float(pts[:, 1].max()) + 1.0)
+        params = [K[0, 0], K[1, 1], K[0, 2], K[1, 2]]
+        return {"model": "PINHOLE", "width": int(w), "height": int(h), "params": params}
+
+    ransac: dict[str, Any] = {"max_epipolar_error": threshold_px, "success_prob": confidence}
+    if seed is not None:
+        ransac["seed"] = int(seed)
+    pose, info = poselib.estimate_relative_pose(p0, p1, camera(K0, p0), camera(K1, p1), ransac, {})
+    inliers = np.asarray(info.get("inliers", []), bool)
+    if inliers.shape != (len(p0),) or not inliers.any():
+        return None
+    t = np.asarray(pose.t, np.float64)
+    norm = float(np.linalg.norm(t))
+    if not norm > 0:
+        return None
+    return PoseEstimate(R=np.asarray(pose.R, np.float64), t=t / norm, inliers=inliers)
 
 
 def _pose_parts(T_or_R: Any, t: Any | None) -> tuple[np.ndarray, np.ndarray]:

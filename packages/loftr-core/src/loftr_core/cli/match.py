@@ -20,12 +20,14 @@ import numpy as np
 import torch
 
 from loftr_core._version import __version__
-from loftr_core.api.geometry import estimate_pose, parse_intrinsics
+from loftr_core.api.geometry import ESTIMATORS, estimate_pose, parse_intrinsics
 from loftr_core.api.image_io import read_image
 from loftr_core.api.matcher import Matcher
 from loftr_core.api.memory import MemoryLimit
+from loftr_core.api.optional import require
 from loftr_core.api.plotting import draw_matches, save_plot
 from loftr_core.api.pretrained import check_preset_for, pretrained_name
+from loftr_core.api.sfm import PairMatches, merge_keypoints, write_hloc
 from loftr_core.cli.runner import (
     SHARED,
     add_shared,
@@ -126,6 +128,39 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="with --pairs: write <img0>_<img1>.npz and .png for every pair here",
     )
+    parser.add_argument(
+        "--hloc",
+        metavar="DIR",
+        help="with --pairs: merge the matches into per-image keypoints and write hloc's "
+        "features.h5 and matches.h5 here (image names as written in the pairs file; needs "
+        "h5py: pip install 'loftr-core[hloc]')",
+    )
+    parser.add_argument(
+        "--merge-grid",
+        type=_grid,
+        default=1.0,
+        metavar="PX",
+        help="with --hloc: keypoints of an image within one cell of this grid merge into one "
+        "(default 1 px; 0: only identical coordinates)",
+    )
+    parser.add_argument(
+        "--estimator",
+        choices=ESTIMATORS,
+        default="opencv",
+        help="relative pose estimator where intrinsics are given: opencv (RANSAC, the LoFTR "
+        "paper's protocol) or poselib (LO-RANSAC, as glue-factory; pip install "
+        "'loftr-core[poselib]')",
+    )
+    parser.add_argument(
+        "--ransac-thr",
+        type=_positive_float,
+        default=None,
+        metavar="PX",
+        help="pose inlier threshold in pixels (default 0.5 for opencv, 1.0 for poselib)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="RANSAC random seed for the pose (default 0)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="with --pairs: no progress bar")
     parser.add_argument(
         "--memory-limit",
@@ -140,12 +175,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _number(text: str, positive: bool) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (value > 0 if positive else value >= 0) or value == float("inf"):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a {'positive' if positive else 'non-negative'} number of pixels"
+        )
+    return value
+
+
+def _grid(text: str) -> float:
+    return _number(text, positive=False)
+
+
+def _positive_float(text: str) -> float:
+    return _number(text, positive=True)
+
+
 @dataclass
 class _Pair:
     image0: Path
     image1: Path
     K0: np.ndarray | None
     K1: np.ndarray | None
+    name0: str = ""  # as written in the pairs file (hloc's image names)
+    name1: str = ""
 
 
 def _intrinsics(k0: Any, k1: Any) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -180,7 +237,7 @@ def read_pairs(path: Path, image_root: Path | None = None) -> list[_Pair]:
         if len(parts) == 20:
             K0, K1 = _intrinsics(" ".join(parts[2:11]), " ".join(parts[11:20]))
         p0, p1 = (Path(p) if Path(p).is_absolute() else root / p for p in parts[:2])
-        pairs.append(_Pair(p0, p1, K0, K1))
+        pairs.append(_Pair(p0, p1, K0, K1, parts[0], parts[1]))
     if not pairs:
         raise InputError(f"pairs file {str(path)!r} lists no pairs")
     return pairs
@@ -222,7 +279,15 @@ def _save_npz(path: Path, result: Any, pose: Any) -> None:
 
 
 def _match(
-    matcher: Matcher, pair: _Pair, out: Path | None, save: Path | None, result: Any = None
+    matcher: Matcher,
+    pair: _Pair,
+    out: Path | None,
+    save: Path | None,
+    result: Any = None,
+    *,
+    estimator: str = "opencv",
+    ransac_thr: float | None = None,
+    seed: int | None = 0,
 ) -> tuple[Any, Any]:
     """Match one pair (unless ``result`` is given), estimate its pose, write its outputs."""
     gray0: np.ndarray | None = None
@@ -234,7 +299,15 @@ def _match(
         gray0, gray1 = read_image(pair.image0), read_image(pair.image1)
     pose = None
     if pair.K0 is not None and pair.K1 is not None:
-        pose = estimate_pose(result.keypoints0, result.keypoints1, pair.K0, pair.K1)
+        pose = estimate_pose(
+            result.keypoints0,
+            result.keypoints1,
+            pair.K0,
+            pair.K1,
+            estimator=estimator,
+            threshold_px=ransac_thr,
+            seed=seed,
+        )
     if out is not None and gray0 is not None and gray1 is not None:
         plot = draw_matches(
             gray0,
@@ -272,8 +345,11 @@ def _run(args: argparse.Namespace) -> int:
             "with --pairs, write results with --out-dir DIR and put intrinsics on the pair lines "
             "(--out, --save, --K0, --K1 are for a single pair)"
         )
-    if args.pairs is None and (args.out_dir or args.image_root):
-        raise InputError("--out-dir and --image-root work with --pairs; use --out / --save")
+    if args.pairs is None and (args.out_dir or args.image_root or args.hloc):
+        raise InputError("--out-dir, --image-root and --hloc work with --pairs; use --out / --save")
+    hloc = None if args.hloc is None else check_output(Path(args.hloc), "--hloc", folder=True)
+    if hloc is not None:
+        require("h5py", "hloc")  # before any matching
     out = None if args.out is None else check_output(Path(args.out), "--out", suffix=".png")
     save = None if args.save is None else check_output(Path(args.save), "--save", suffix=".npz")
     out_dir = (
@@ -295,6 +371,10 @@ def _run(args: argparse.Namespace) -> int:
             raise InputError(
                 f"under torchrun ({world} processes) give --pairs FILE and --out-dir DIR: each "
                 "process matches its share of the list and writes its results there"
+            )
+        if hloc is not None:
+            raise InputError(
+                "--hloc merges every pair's matches in one process; run it without torchrun"
             )
         pairs = shard_pairs(pairs, world)[rank]
         local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
@@ -320,12 +400,16 @@ def _run(args: argparse.Namespace) -> int:
         matcher = Matcher.from_checkpoint(args.weights, args.preset, **settings)
     if args.pairs is None:
         pair = pairs[0]
-        result, pose = _match(matcher, pair, out, save)
+        result, pose = _match(matcher, pair, out, save, **_pose_options(args))
         print(f"matches: {len(result)}")
         if pair.K0 is not None:
             print("\n".join(_pose_text(pose)) if pose is not None else "pose: estimation failed")
         return 0
-    return _run_pairs(args, matcher, pairs, out_dir)
+    return _run_pairs(args, matcher, pairs, out_dir, hloc)
+
+
+def _pose_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {"estimator": args.estimator, "ransac_thr": args.ransac_thr, "seed": args.seed}
 
 
 def _launch() -> tuple[int, int, int]:
@@ -366,7 +450,11 @@ def shard_pairs(pairs: Sequence[_Pair], world: int) -> list[list[_Pair]]:
 
 
 def _run_pairs(
-    args: argparse.Namespace, matcher: Matcher, pairs: list[_Pair], out_dir: Path | None
+    args: argparse.Namespace,
+    matcher: Matcher,
+    pairs: list[_Pair],
+    out_dir: Path | None,
+    hloc: Path | None = None,
 ) -> int:
     from tqdm import tqdm
 
@@ -374,16 +462,19 @@ def _run_pairs(
     who = f"[rank {rank}/{world}] " if world > 1 else ""
     counts: list[int] = []
     poses = 0
-    failed: list[str] = []
-    # each distinct image is decoded and encoded once (Matcher's feature cache); a pair that
-    # cannot be matched is reported and the list goes on
-    results = matcher.iter_match_or_error((pair.image0, pair.image1) for pair in pairs)
+    failed: list[tuple[int, str]] = []
+    found: list[tuple[int, Any]] = []
+    # each distinct image is decoded and encoded once while in Matcher's feature cache, the
+    # pairs in a cache-friendly order (each line names its pair); a pair that cannot be matched
+    # is reported and the list goes on
+    results = matcher.iter_match_indexed([(pair.image0, pair.image1) for pair in pairs])
     quiet = args.no_progress or rank > 0  # one bar under torchrun
     with tqdm(total=len(pairs), desc=f"{who}{PROG}", unit="pair", disable=quiet) as bar:
-        for pair, matched in zip(pairs, results, strict=True):
+        for index, matched in results:
+            pair = pairs[index]
             stem = f"{pair.image0.stem}_{pair.image1.stem}"
             if isinstance(matched, LoftrError):
-                failed.append(f"{pair.image0.name} {pair.image1.name}")
+                failed.append((index, f"{pair.image0.name} {pair.image1.name}"))
                 bar.write(f"{pair.image0.name} {pair.image1.name}: failed: {matched}")
                 bar.update(1)
                 continue
@@ -393,7 +484,10 @@ def _run_pairs(
                 out_dir / f"{stem}.png" if out_dir else None,
                 out_dir / f"{stem}.npz" if out_dir else None,
                 matched,
+                **_pose_options(args),
             )
+            if hloc is not None:
+                found.append((index, result))
             counts.append(len(result))
             poses += pose is not None
             bar.write(_report(pair, result, pose))
@@ -404,13 +498,40 @@ def _run_pairs(
         summary += f", poses estimated: {poses}/{sum(p.K0 is not None for p in pairs)}"
     summary += f", failures: {len(failed)}"
     print(summary)
+    if hloc is not None:
+        _write_hloc(pairs, sorted(found, key=lambda item: item[0]), hloc, args.merge_grid)
     if failed:
+        first = [name for _, name in sorted(failed)[:3]]  # in list order
         raise InputError(
-            f"{len(failed)} of {len(pairs)} pairs could not be matched ({', '.join(failed[:3])}"
+            f"{len(failed)} of {len(pairs)} pairs could not be matched ({', '.join(first)}"
             f"{', ...' if len(failed) > 3 else ''}; the reasons are listed above); the other "
             "pairs' results were written"
         )
     return 0
+
+
+def _write_hloc(
+    pairs: list[_Pair], found: list[tuple[int, Any]], folder: Path, grid: float
+) -> None:
+    """Merge the matched pairs into per-image keypoints; write hloc's two files into ``folder``."""
+    sizes: dict[str, tuple[int, int]] = {}
+    merged_input = []
+    for index, result in found:
+        pair = pairs[index]
+        (h0, w0), (h1, w1) = result.image0_size, result.image1_size
+        sizes[pair.name0], sizes[pair.name1] = (w0, h0), (w1, h1)
+        merged_input.append(
+            PairMatches(
+                pair.name0, pair.name1, result.keypoints0, result.keypoints1, result.confidence
+            )
+        )
+    merged = merge_keypoints(merged_input, grid=grid, image_sizes=sizes)
+    write_hloc(merged, folder / "features.h5", folder / "matches.h5")
+    total = sum(len(k) for k in merged.keypoints.values())
+    print(
+        f"hloc: {folder / 'features.h5'} ({len(merged.keypoints)} images, {total} keypoints, "
+        f"grid {grid:g} px), {folder / 'matches.h5'} ({len(merged.matches)} pairs)"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
