@@ -408,3 +408,37 @@ def test_pairs_to_hloc_files_and_pose_estimator_options(
     assert code == 2 and "not a positive number" in err
     code, _, err = _run(capsys, files["a"], files["b"], "--hloc", tmp_path / "x")
     _assert_one_line_error(code, err, "--hloc work with --pairs")
+
+
+def test_pairs_to_a_colmap_database(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--colmap writes the database: the images with the pair lines' K where given (COLMAP's
+    guess elsewhere), keypoints and matches, then runs the verification; bad uses are one line."""
+    pycolmap = pytest.importorskip("pycolmap")
+    root = files["a"].parent
+    pairs = tmp_path / "pairs.txt"
+    k9 = "500 0 80 0 500 60 0 0 1"
+    pairs.write_text(f"a.png b.jpg {k9} {k9}\n")
+    out = tmp_path / "sfm"
+    code, printed, err = _run(
+        capsys, "--pairs", pairs, "--image-root", root, "--weights", files["w"], "--thr", "0",
+        "--colmap", out, "--no-progress",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "colmap: " in printed and "cameras from the given K 2" in printed
+    with pycolmap.Database.open(out / "database.db") as db:
+        images = {im.name: im for im in db.read_all_images()}
+        assert sorted(images) == ["a.png", "b.jpg"]
+        camera = db.read_camera(images["a.png"].camera_id)
+        assert list(camera.params) == [500.0, 500.0, 80.0, 60.0]
+        assert db.num_matched_image_pairs() == 1 and db.num_keypoints() > 0
+    assert (out / "pairs.txt").read_text() == "a.png b.jpg\n"
+    code, _, err = _run(capsys, files["a"], files["b"], "--mapper")
+    _assert_one_line_error(code, err, "--colmap")
+    absolute = tmp_path / "abs.txt"
+    absolute.write_text(f"{files['a']} {files['b']}\n")
+    code, _, err = _run(
+        capsys, "--pairs", absolute, "--weights", files["w"], "--colmap", out, "--no-progress"
+    )
+    _assert_one_line_error(code, err, "relative to the image folder")

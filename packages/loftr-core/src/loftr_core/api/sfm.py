@@ -15,13 +15,23 @@ replaced by ``-``, holding ``matches0`` ``(N0,)`` int32, the image-1 keypoint of
 keypoint or -1, and ``matching_scores0`` ``(N0,)`` float16), which hloc's ``triangulation`` /
 ``reconstruction`` and ``localize_sfm`` read as they are. Needs ``h5py``
 (``pip install 'loftr-core[hloc]'``).
+
+:func:`write_colmap` creates a COLMAP database with pycolmap (``pip install
+'loftr-core[colmap]'``): cameras and images from the image files (``pycolmap.import_images``: the
+EXIF focal length where the file has one, else COLMAP's guess of 1.2 x the longer side), replaced
+by a given ``K`` per image where known (``PINHOLE``, focal kept fixed as a prior), keypoints
+shifted by +0.5 px to COLMAP's pixel origin (as hloc does), and the merged matches;
+:func:`verify_colmap` runs COLMAP's geometric verification and :func:`reconstruct_colmap` its
+incremental mapper.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import contextlib
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,11 +39,15 @@ from loftr_core.api.optional import require
 from loftr_core.errors import ConfigError, InputError
 
 __all__ = [
+    "ColmapDatabase",
     "MergedMatches",
     "PairMatches",
     "hloc_pair_name",
     "merge_keypoints",
+    "reconstruct_colmap",
     "to_matches0",
+    "verify_colmap",
+    "write_colmap",
     "write_hloc",
 ]
 
@@ -212,3 +226,113 @@ def write_hloc(merged: MergedMatches, features_path: Path, matches_path: Path) -
             grp.create_dataset("matches0", data=matches0)
             grp.create_dataset("matching_scores0", data=scores0)
     tmp.replace(matches_path)
+
+
+@dataclass(frozen=True)
+class ColmapDatabase:
+    """What :func:`write_colmap` wrote: the database, its pair list and where cameras came from.
+
+    Attributes:
+        database: the ``.db`` file; pairs: a pair list file (``name0 name1`` per line).
+        image_ids: image name -> COLMAP image id.
+        given_k: images whose camera is the given ``K``; exif: images with an EXIF focal
+            length; guessed: the others (COLMAP's 1.2 x longer side guess).
+    """
+
+    database: Path
+    pairs: Path
+    image_ids: dict[str, int]
+    given_k: tuple[str, ...]
+    exif: tuple[str, ...]
+    guessed: tuple[str, ...]
+
+
+@contextlib.contextmanager
+def _quiet_colmap(pycolmap: Any) -> Iterator[None]:
+    """COLMAP logs every step to stderr; keep its warnings and errors only."""
+    logging = getattr(pycolmap, "logging", None)
+    old = getattr(logging, "minloglevel", None)
+    if logging is not None and old is not None:
+        logging.minloglevel = max(int(old), 1)
+    try:
+        yield
+    finally:
+        if logging is not None and old is not None:
+            logging.minloglevel = old
+
+
+def write_colmap(
+    merged: MergedMatches,
+    database: Path,
+    image_dir: Path,
+    intrinsics: Mapping[str, np.ndarray] | None = None,
+) -> ColmapDatabase:
+    """Create ``database`` (replacing it) from ``merged`` and the images under ``image_dir``.
+
+    Args:
+        merged: from :func:`merge_keypoints`; image names are paths relative to ``image_dir``.
+        database: the ``.db`` file to write (its folder also gets ``pairs.txt``).
+        image_dir: the folder the image names are relative to (the files are read for their
+            size and EXIF).
+        intrinsics: optional ``(3, 3)`` K per image name; those cameras become ``PINHOLE``
+            with these parameters.
+    """
+    pycolmap = require("pycolmap", "colmap")
+    names = sorted(merged.keypoints)
+    for name in names:
+        if Path(name).is_absolute() or not (image_dir / name).is_file():
+            raise InputError(
+                f"image {name!r} is not a file under {str(image_dir)!r}; COLMAP needs image "
+                "names relative to the image folder (give relative paths and --image-root)"
+            )
+    database.parent.mkdir(parents=True, exist_ok=True)
+    for path in (database, database.with_name(database.name + "-wal")):
+        path.unlink(missing_ok=True)
+    given = dict(intrinsics or {})
+    with _quiet_colmap(pycolmap):
+        pycolmap.Database.open(database).close()
+        pycolmap.import_images(database, image_dir, pycolmap.CameraMode.PER_IMAGE, names)
+        with pycolmap.Database.open(database) as db:
+            ids = {image.name: int(image.image_id) for image in db.read_all_images()}
+            given_k, exif, guessed = [], [], []
+            for name in names:
+                camera = db.read_camera(db.read_image(ids[name]).camera_id)
+                if name in given:
+                    K = np.asarray(given[name], np.float64)
+                    camera.model = pycolmap.CameraModelId.PINHOLE
+                    camera.params = [K[0, 0], K[1, 1], K[0, 2], K[1, 2]]
+                    camera.has_prior_focal_length = True
+                    db.update_camera(camera)
+                    given_k.append(name)
+                elif camera.has_prior_focal_length:
+                    exif.append(name)
+                else:
+                    guessed.append(name)
+                points = merged.keypoints[name].astype(np.float64) + 0.5  # COLMAP's origin
+                db.write_keypoints(ids[name], points.astype(np.float32))
+            for (name0, name1), pair in merged.matches.items():
+                db.write_matches(ids[name0], ids[name1], pair.astype(np.uint32))
+    pairs = database.with_name("pairs.txt")
+    pairs.write_text("".join(f"{a} {b}\n" for a, b in merged.matches))
+    return ColmapDatabase(database, pairs, ids, tuple(given_k), tuple(exif), tuple(guessed))
+
+
+def verify_colmap(written: ColmapDatabase) -> int:
+    """COLMAP's geometric verification of every written pair; the number of verified pairs."""
+    pycolmap = require("pycolmap", "colmap")
+    with _quiet_colmap(pycolmap):
+        pycolmap.verify_matches(written.database, written.pairs)
+        with pycolmap.Database.open(written.database) as db:
+            return int(db.num_verified_image_pairs())
+
+
+def reconstruct_colmap(written: ColmapDatabase, image_dir: Path, output: Path) -> Any:
+    """COLMAP's incremental mapper on a verified database; the largest reconstruction (a
+    ``pycolmap.Reconstruction``; every model is written under ``output/<k>``), or None."""
+    pycolmap = require("pycolmap", "colmap")
+    output.mkdir(parents=True, exist_ok=True)
+    with _quiet_colmap(pycolmap):
+        models = pycolmap.incremental_mapping(written.database, image_dir, output)
+    if not models:
+        return None
+    return max(models.values(), key=lambda rec: rec.num_reg_images())

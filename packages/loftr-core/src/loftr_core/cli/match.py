@@ -27,7 +27,15 @@ from loftr_core.api.memory import MemoryLimit
 from loftr_core.api.optional import require
 from loftr_core.api.plotting import draw_matches, save_plot
 from loftr_core.api.pretrained import check_preset_for, pretrained_name
-from loftr_core.api.sfm import PairMatches, merge_keypoints, write_hloc
+from loftr_core.api.sfm import (
+    MergedMatches,
+    PairMatches,
+    merge_keypoints,
+    reconstruct_colmap,
+    verify_colmap,
+    write_colmap,
+    write_hloc,
+)
 from loftr_core.cli.runner import (
     SHARED,
     add_shared,
@@ -136,11 +144,25 @@ def build_parser() -> argparse.ArgumentParser:
         "h5py: pip install 'loftr-core[hloc]')",
     )
     parser.add_argument(
+        "--colmap",
+        metavar="DIR",
+        help="with --pairs: merge the matches into per-image keypoints, write a COLMAP database "
+        "(DIR/database.db: cameras from the pair lines' K, else EXIF or COLMAP's guess), run "
+        "COLMAP's geometric verification (needs pycolmap: pip install 'loftr-core[colmap]'); "
+        "image paths must be relative to --image-root",
+    )
+    parser.add_argument(
+        "--mapper",
+        action="store_true",
+        help="with --colmap: also run COLMAP's incremental mapper into DIR/sparse",
+    )
+    parser.add_argument(
         "--merge-grid",
         type=_grid,
         default=1.0,
         metavar="PX",
-        help="with --hloc: keypoints of an image within one cell of this grid merge into one "
+        help="with --hloc/--colmap: keypoints of an image within one cell of this grid merge "
+        "into one "
         "(default 1 px; 0: only identical coordinates)",
     )
     parser.add_argument(
@@ -350,6 +372,13 @@ def _run(args: argparse.Namespace) -> int:
     hloc = None if args.hloc is None else check_output(Path(args.hloc), "--hloc", folder=True)
     if hloc is not None:
         require("h5py", "hloc")  # before any matching
+    if args.colmap is not None:
+        check_output(Path(args.colmap), "--colmap", folder=True)
+        require("pycolmap", "colmap")
+    if args.mapper and args.colmap is None:
+        raise InputError(
+            "--mapper runs COLMAP's mapper on the --colmap database; give --colmap DIR"
+        )
     out = None if args.out is None else check_output(Path(args.out), "--out", suffix=".png")
     save = None if args.save is None else check_output(Path(args.save), "--save", suffix=".npz")
     out_dir = (
@@ -364,6 +393,11 @@ def _run(args: argparse.Namespace) -> int:
     for pair in pairs:  # fail fast on a missing image, before loading the model
         for image in (pair.image0, pair.image1):
             check_readable(image, "image file")
+        if args.colmap is not None and any(Path(n).is_absolute() for n in (pair.name0, pair.name1)):
+            raise InputError(
+                f"--colmap: {pair.name0} {pair.name1} is an absolute path; COLMAP needs image "
+                "names relative to the image folder (give relative paths and --image-root)"
+            )
     rank, world, local_rank = _launch()
     device = args.device
     if world > 1:
@@ -372,9 +406,10 @@ def _run(args: argparse.Namespace) -> int:
                 f"under torchrun ({world} processes) give --pairs FILE and --out-dir DIR: each "
                 "process matches its share of the list and writes its results there"
             )
-        if hloc is not None:
+        if hloc is not None or args.colmap is not None:
             raise InputError(
-                "--hloc merges every pair's matches in one process; run it without torchrun"
+                "--hloc / --colmap merge every pair's matches in one process; run them without "
+                "torchrun"
             )
         pairs = shard_pairs(pairs, world)[rank]
         local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
@@ -486,7 +521,7 @@ def _run_pairs(
                 matched,
                 **_pose_options(args),
             )
-            if hloc is not None:
+            if hloc is not None or args.colmap is not None:
                 found.append((index, result))
             counts.append(len(result))
             poses += pose is not None
@@ -498,8 +533,20 @@ def _run_pairs(
         summary += f", poses estimated: {poses}/{sum(p.K0 is not None for p in pairs)}"
     summary += f", failures: {len(failed)}"
     print(summary)
-    if hloc is not None:
-        _write_hloc(pairs, sorted(found, key=lambda item: item[0]), hloc, args.merge_grid)
+    found.sort(key=lambda item: item[0])
+    if hloc is not None or args.colmap is not None:
+        merged = _merge(pairs, found, args.merge_grid)
+        total = sum(len(k) for k in merged.keypoints.values())
+        print(
+            f"merged: {len(merged.keypoints)} images, {total} keypoints (grid "
+            f"{args.merge_grid:g} px), {len(merged.matches)} pairs"
+        )
+        if hloc is not None:
+            write_hloc(merged, hloc / "features.h5", hloc / "matches.h5")
+            print(f"hloc: {hloc / 'features.h5'}, {hloc / 'matches.h5'}")
+        if args.colmap is not None:
+            root = Path(args.image_root) if args.image_root else Path(args.pairs).parent
+            _write_colmap(merged, pairs, Path(args.colmap), root, args.mapper)
     if failed:
         first = [name for _, name in sorted(failed)[:3]]  # in list order
         raise InputError(
@@ -510,28 +557,47 @@ def _run_pairs(
     return 0
 
 
-def _write_hloc(
-    pairs: list[_Pair], found: list[tuple[int, Any]], folder: Path, grid: float
-) -> None:
-    """Merge the matched pairs into per-image keypoints; write hloc's two files into ``folder``."""
+def _merge(pairs: list[_Pair], found: list[tuple[int, Any]], grid: float) -> MergedMatches:
+    """The matched pairs as per-image keypoints (names as written in the pairs file)."""
     sizes: dict[str, tuple[int, int]] = {}
-    merged_input = []
+    matched = []
     for index, result in found:
         pair = pairs[index]
         (h0, w0), (h1, w1) = result.image0_size, result.image1_size
         sizes[pair.name0], sizes[pair.name1] = (w0, h0), (w1, h1)
-        merged_input.append(
+        matched.append(
             PairMatches(
                 pair.name0, pair.name1, result.keypoints0, result.keypoints1, result.confidence
             )
         )
-    merged = merge_keypoints(merged_input, grid=grid, image_sizes=sizes)
-    write_hloc(merged, folder / "features.h5", folder / "matches.h5")
-    total = sum(len(k) for k in merged.keypoints.values())
+    return merge_keypoints(matched, grid=grid, image_sizes=sizes)
+
+
+def _write_colmap(
+    merged: MergedMatches, pairs: list[_Pair], folder: Path, root: Path, mapper: bool
+) -> None:
+    """COLMAP database (+ verification, + mapper) in ``folder``; a line per step."""
+    intrinsics: dict[str, np.ndarray] = {}
+    for pair in pairs:
+        for name, K in ((pair.name0, pair.K0), (pair.name1, pair.K1)):
+            if K is not None:
+                intrinsics.setdefault(name, K)
+    written = write_colmap(merged, folder / "database.db", root, intrinsics)
+    verified = verify_colmap(written)
     print(
-        f"hloc: {folder / 'features.h5'} ({len(merged.keypoints)} images, {total} keypoints, "
-        f"grid {grid:g} px), {folder / 'matches.h5'} ({len(merged.matches)} pairs)"
+        f"colmap: {written.database} ({len(written.image_ids)} images: cameras from the given K "
+        f"{len(written.given_k)}, EXIF focal {len(written.exif)}, COLMAP's guess of 1.2 x the "
+        f"longer side {len(written.guessed)}), {len(merged.matches)} pairs, {verified} verified"
     )
+    if mapper:
+        model = reconstruct_colmap(written, root, folder / "sparse")
+        if model is None:
+            print("mapper: no reconstruction (too few verified pairs or inliers)")
+        else:
+            print(
+                f"mapper: {model.num_reg_images()} of {len(written.image_ids)} images registered, "
+                f"{model.num_points3D()} points, models in {folder / 'sparse'}"
+            )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
