@@ -222,7 +222,8 @@ def _count_products(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, ...]]:
     return shapes
 
 
-@pytest.mark.parametrize("chunk", [1 << 24, 16 * 132, 5 * 132])  # one chunk; 16-row; 5-row
+# one chunk; 8-row chunks (the 8-byte word search); 7-row chunks, the last one ragged (120 = 17*7+1)
+@pytest.mark.parametrize("chunk", [1 << 24, 16 * 132, 14 * 132])
 @pytest.mark.parametrize("masked", [False, True])
 def test_one_pass_computes_each_score_once_and_matches_like_the_dense_formula(
     chunk: int, masked: bool, monkeypatch: pytest.MonkeyPatch
@@ -257,58 +258,72 @@ def test_one_pass_computes_each_score_once_and_matches_like_the_dense_formula(
     assert sum(shape[1] for shape in shapes) == 2 * 120 - (120 - 112)
 
 
-def test_one_pass_ties_take_the_first_column_as_the_dense_argmax() -> None:
+def test_one_pass_ties_take_the_first_column_as_the_dense_argmax(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Duplicate image-1 features: equal confidences in a row; both paths pick the first."""
+    import loftr_core.model.coarse_matching as cm
+
+    calls: list[object] = []
+    real = cm.thresholded_dual_softmax
+
+    def spy(*args: object, **kwargs: object) -> object:
+        calls.append(args)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cm, "thresholded_dual_softmax", spy)
     f0, f1 = _features(1, 40, 40, seed=23)
     f1[:, 30] = f1[:, 7]  # columns 7 and 30 tie in every row
     f0[:, 5] = f1[:, 7] * 3  # row 5 prefers them over anything else
     keep = torch.ones(1, 40, dtype=torch.bool)
     dense = Execution(ExecutionOptions(coarse_one_pass=False))
-    for thr in (0.0, 0.05):
-        ref = dual_softmax_matches(f0, f1, 0.1, thr, keep, keep, execution=dense)
-        got = dual_softmax_matches(f0, f1, 0.1, thr, keep, keep)
-        assert torch.equal(got.i_ids, ref.i_ids) and torch.equal(got.j_ids, ref.j_ids)
-    # a tie halves the column softmax: row 5 matches column 7 only if 0.5 * conf clears thr
     conf = dual_softmax_confidence(f0, f1, 0.1)
     assert conf[0, 5, 7] == conf[0, 5, 30] and conf[0, 5].argmax() == 7
+    thr = 0.5 * float(conf[0, 5, 7])  # the tied pair clears it
+    ref = dual_softmax_matches(f0, f1, 0.1, thr, keep, keep, execution=dense)
+    got = dual_softmax_matches(f0, f1, 0.1, thr, keep, keep)
+    assert calls  # the one-pass path ran
+    assert torch.equal(got.i_ids, ref.i_ids) and torch.equal(got.j_ids, ref.j_ids)
+    row5 = (got.i_ids == 5).nonzero()
+    assert row5.numel() == 1 and int(got.j_ids[row5[0, 0]]) == 7  # the first of the tie
 
 
-def test_one_pass_only_where_its_candidates_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Below MIN_CANDIDATE_THR, or with more candidate bytes than the budget, the two-pass path."""
+def test_one_pass_falls_back_when_its_candidates_exceed_the_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Below MIN_CANDIDATE_THR, or once more candidates turn up than the budget holds, the
+    two-pass evaluation answers (the same matches)."""
+    import loftr_core.model.coarse_matching as cm
     from loftr_core.execution import streaming
 
-    # at most floor(1 / (thr * (1 - margin))) entries of a row exceed the margin: 5 for 0.2
-    assert streaming.candidate_bytes(1, 100, 0.2) == 100 * 5 * 32
-    assert streaming.candidate_bytes(1, 100, streaming.MIN_CANDIDATE_THR / 2) == float("inf")
-    calls: list[float] = []
+    results: list[bool] = []
     real = streaming.thresholded_dual_softmax
 
-    def spy(*args: object) -> tuple[torch.Tensor, ...]:
-        calls.append(float(args[5]))  # type: ignore[arg-type]
-        return real(*args)  # type: ignore[arg-type]
-
-    import loftr_core.model.coarse_matching as cm
+    def spy(*args: object, **kwargs: object) -> object:
+        out = real(*args, **kwargs)  # type: ignore[arg-type]
+        results.append(out is not None)
+        return out
 
     monkeypatch.setattr(cm, "thresholded_dual_softmax", spy)
-    length = 1100  # at thr = 1/2048 the worst case, 1100 * 2048 * 32 bytes, exceeds 64 MiB
-    f0, f1 = _features(1, length, 64, seed=29)
-    keep = torch.ones(1, length, dtype=torch.bool)
+    f0, f1 = _features(1, 200, 64, seed=29)
+    keep = torch.ones(1, 200, dtype=torch.bool)
     dense = Execution(ExecutionOptions(coarse_one_pass=False))
-    assert streaming.candidate_bytes(1, length, 1 / 2048) > streaming.MIN_CANDIDATE_BUDGET
-    cases = [
-        (0.2, 1 << 12, True),  # few candidates: within MIN_CANDIDATE_BUDGET whatever the chunk
-        (streaming.MIN_CANDIDATE_THR / 4, 1 << 20, False),  # no bound below MIN_CANDIDATE_THR
-        (1 / 2048, 1 << 20, False),  # a worst case over both budgets
-        (1 / 2048, 1 << 25, True),  # within a larger chunk budget (128 MiB of scores)
-    ]
-    for thr, chunk, used in cases:
-        calls.clear()
-        ex = Execution(ExecutionOptions(coarse_chunk_elements=chunk))
+    ex = Execution(ExecutionOptions(coarse_chunk_elements=64 * 16))
+    for thr in (0.05, streaming.MIN_CANDIDATE_THR / 4):
+        results.clear()
         got = dual_softmax_matches(f0, f1, 0.1, thr, keep, keep, execution=ex)
         ref = dual_softmax_matches(f0, f1, 0.1, thr, keep, keep, execution=dense)
-        assert bool(calls) == used, (thr, chunk)
+        assert results == ([True] if thr >= streaming.MIN_CANDIDATE_THR else []), thr
         assert torch.equal(got.i_ids, ref.i_ids) and torch.equal(got.j_ids, ref.j_ids)
         assert got.i_ids.numel() >= 20
+    # room for 10 candidates only: the pass stops early, the two-pass stream answers
+    monkeypatch.setattr(cm, "MIN_CANDIDATE_BUDGET", 10 * streaming.CANDIDATE_BYTES)
+    tight = Execution(ExecutionOptions(coarse_chunk_elements=1))
+    results.clear()
+    got = dual_softmax_matches(f0, f1, 0.1, 0.05, keep, keep, execution=tight)
+    ref = dual_softmax_matches(f0, f1, 0.1, 0.05, keep, keep, execution=dense)
+    assert results == [False]
+    assert torch.equal(got.i_ids, ref.i_ids) and torch.equal(got.j_ids, ref.j_ids)
 
 
 @pytest.mark.parametrize("last", [64, 61])  # the 8-byte word search, then plain nonzero

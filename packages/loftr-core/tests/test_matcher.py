@@ -331,6 +331,7 @@ def test_pair_list_reordered_for_the_cache_decoded_ahead_results_in_input_order(
     seen = dict(matcher.iter_match_indexed(broken))
     assert sorted(seen) == [0, 1, 2, 3]
     assert isinstance(seen[2], LoftrError) and "missing.png" in str(seen[2])
+    assert "pair 2" in str(seen[2])  # named after its own pair, whatever the order
     assert all(isinstance(seen[k], MatchResult) for k in (0, 1, 3))
     with pytest.raises(LoftrError, match=r"missing\.png"):
         matcher.match_pairs(broken)

@@ -54,10 +54,10 @@ def test_cached_images_go_first_and_repeated_pairs_are_kept() -> None:
 
 
 def test_prefetcher_loads_in_the_background_and_raises_the_callers_error() -> None:
-    threads: list[str] = []
+    threads: dict[int, str] = {}
 
     def load(value: int) -> int:
-        threads.append(threading.current_thread().name)
+        threads[value] = threading.current_thread().name
         time.sleep(0.01)
         return value * 10
 
@@ -68,8 +68,8 @@ def test_prefetcher_loads_in_the_background_and_raises_the_callers_error() -> No
         assert pre.get("z", lambda: load(3)) == 30  # not wanted: loaded here and now
         pre.keep_only(set())  # "y" no longer needed
         assert pre.get("y", lambda: load(4)) == 40
-    assert threads[0].startswith("loftr-loader") and threads[1].startswith("loftr-loader")
-    assert threads[2] == threading.current_thread().name
+    assert threads[1].startswith("loftr-loader") and threads[2].startswith("loftr-loader")
+    assert threads[3] == threads[4] == threading.current_thread().name  # not wanted, dropped
 
     def broken() -> int:
         raise ValueError("background")

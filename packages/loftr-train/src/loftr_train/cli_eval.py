@@ -110,7 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PX",
         help="pose inlier threshold in original pixels (default 0.5 for opencv, 1.0 for poselib)",
     )
-    p.add_argument("--seed", type=int, default=0, help="RANSAC seed per pair (default 0)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="poselib's RANSAC seed per pair (default 0; OpenCV's RANSAC seeds itself)",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_shared(p, SHARED)
     return p

@@ -21,10 +21,10 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from loftr_core.api.geometry import check_estimator
+from loftr_core.api.geometry import DEFAULT_THRESHOLD_PX, check_estimator
 from loftr_data import collate
 from loftr_train.errors import EvaluationError
-from loftr_train.metrics import EPI_ERR_THR, RANSAC_CONF, RANSAC_PIXEL_THR, PairMetrics
+from loftr_train.metrics import EPI_ERR_THR, RANSAC_CONF, PairMetrics
 from loftr_train.scoring import ScoringProtocol, match_batch, score_batch, summarize
 
 __all__ = ["EvaluationResult", "evaluate", "format_table", "write_pair_results"]
@@ -67,7 +67,7 @@ def evaluate(
     max_pairs: int | None = None,
     progress: bool = True,
     epi_err_thr: float = EPI_ERR_THR,
-    ransac_pixel_thr: float = RANSAC_PIXEL_THR,
+    ransac_pixel_thr: float | None = None,
     ransac_conf: float = RANSAC_CONF,
     thresholds: Sequence[float] = (5, 10, 20),
     estimator: str = "opencv",
@@ -92,13 +92,15 @@ def evaluate(
         max_pairs: evaluate only the first ``max_pairs`` pairs.
         progress: show a tqdm progress bar (stderr).
         epi_err_thr: epipolar precision threshold.
-        ransac_pixel_thr: RANSAC threshold in original pixels.
+        ransac_pixel_thr: RANSAC threshold in original pixels (None: the estimator's default,
+            0.5 for opencv as the paper, 1.0 for poselib).
         ransac_conf: RANSAC confidence.
         thresholds: AUC thresholds in degrees.
         estimator: relative pose estimator: ``"opencv"`` (RANSAC at 0.5 px, the paper's
             protocol) or ``"poselib"`` (LO-RANSAC, as glue-factory; give its threshold, e.g.
             1.0 px, in ``ransac_pixel_thr``).
-        seed: RANSAC seed, set before every pair (None: the estimator's current state).
+        seed: PoseLib's RANSAC seed for every pair (None: its default; OpenCV's RANSAC
+            always seeds itself with a fixed value).
 
     Returns:
         The :class:`EvaluationResult`.
@@ -106,6 +108,9 @@ def evaluate(
     Raises:
         EvaluationError: a sample lacks the keys needed, or the model output lacks keypoints.
     """
+    check_estimator(estimator)
+    if ransac_pixel_thr is None:
+        ransac_pixel_thr = DEFAULT_THRESHOLD_PX[estimator]
     protocol = ScoringProtocol(
         epi_err_thr=epi_err_thr,
         ransac_pixel_thr=ransac_pixel_thr,

@@ -131,7 +131,7 @@ def pair_metrics(
         ransac_conf: RANSAC confidence.
         estimator: ``"opencv"`` (the paper's protocol) or ``"poselib"`` (LO-RANSAC, as
             glue-factory); see :func:`loftr_core.api.geometry.estimate_pose`.
-        seed: RANSAC seed (None: the estimator's current state).
+        seed: PoseLib's RANSAC seed (None: its default; OpenCV's is fixed internally).
 
     Returns:
         The :class:`PairMetrics`.

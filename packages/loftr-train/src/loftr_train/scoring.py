@@ -72,7 +72,7 @@ class ScoringProtocol:
         ransac_pixel_thr: RANSAC threshold in original pixels.
         ransac_conf: RANSAC confidence.
         estimator: relative pose estimator, ``"opencv"`` (the paper's) or ``"poselib"``.
-        seed: RANSAC seed (None: the estimator's current state).
+        seed: PoseLib's RANSAC seed (None: its default; OpenCV's is fixed internally).
         auc_thresholds: pose AUC thresholds in degrees.
         homography_thresholds_px: reprojection thresholds of ``prec@{t}px`` in pixels.
     """

@@ -23,6 +23,8 @@ pixel coordinates ``(x, y)``.
 from __future__ import annotations
 
 import logging
+import math
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -171,8 +173,8 @@ def estimate_pose(
         estimator: ``"opencv"`` (LoFTR's protocol: RANSAC on the essential matrix, the
             :func:`cv2.recoverPose` candidate with the most inliers) or ``"poselib"`` (LO-RANSAC,
             ``pip install 'loftr-core[poselib]'``).
-        seed: RANSAC random seed (``cv2.setRNGSeed`` / PoseLib's ``seed``); None: OpenCV's
-            current state, PoseLib's default.
+        seed: PoseLib's RANSAC seed (None: its default). OpenCV's RANSAC needs none: it seeds
+            its own generator with a fixed value on every call, so its result is deterministic.
 
     Returns:
         The pose, or ``None`` when there are fewer than 5 matches or no pose is found.
@@ -183,7 +185,7 @@ def estimate_pose(
     """
     check_estimator(estimator)
     thr = DEFAULT_THRESHOLD_PX[estimator] if threshold_px is None else threshold_px
-    if isinstance(thr, bool) or not isinstance(thr, int | float) or not thr > 0:
+    if isinstance(thr, bool) or not isinstance(thr, numbers.Real) or not 0 < thr < math.inf:
         raise InputError(f"threshold_px={threshold_px!r}; it must be a positive number of pixels")
     p0 = _keypoints(kpts0, "kpts0")
     p1 = _keypoints(kpts1, "kpts1")
@@ -196,8 +198,8 @@ def estimate_pose(
         return None
     if estimator == "poselib":
         return _poselib_pose(p0, p1, K0m, K1m, float(thr), confidence, seed)
-    if seed is not None:
-        cv2.setRNGSeed(int(seed))
+    # OpenCV's RANSAC seeds its own generator with a fixed value on every call: deterministic,
+    # whatever ``seed`` says (cv2.setRNGSeed would not reach it)
     threshold_px = float(thr)
     n0 = _normalise(p0, K0m)
     n1 = _normalise(p1, K1m)

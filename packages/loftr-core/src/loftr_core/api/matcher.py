@@ -30,7 +30,7 @@ import logging
 import math
 import os
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,6 +138,18 @@ class _FeatureCache:
             self.used -= old.encoded.nbytes
         self.entries[key] = entry
         self.used += size
+
+
+def _for_pair(exc: LoftrError, k: int) -> LoftrError:
+    """``exc`` naming pair ``k`` (pairs may run out of order): the same error type."""
+    if f"pair {k}" in str(exc):
+        return exc
+    try:
+        named = type(exc)(f"pair {k}: {exc}")
+    except TypeError:  # an error type with other arguments: keep it as it is
+        return exc
+    named.__cause__ = exc.__cause__
+    return named
 
 
 def _ceil_to(value: int, divisor: int) -> int:
@@ -471,7 +483,7 @@ class Matcher:
         *,
         channel_order: str | None = None,
         reorder: bool = True,
-    ) -> Iterator[tuple[int, MatchResult | LoftrError]]:
+    ) -> Generator[tuple[int, MatchResult | LoftrError], None, None]:
         """Match a pair list in a cache-friendly order: ``(index in pairs, result)`` per pair.
 
         Each distinct image is decoded and encoded once while it stays in the feature cache
@@ -534,7 +546,7 @@ class Matcher:
                 try:
                     yield k, self._match_cached(k, a, b, channel_order, cache, loader)
                 except LoftrError as exc:
-                    yield k, exc
+                    yield k, _for_pair(exc, k)
 
     def _match_cached(
         self,
@@ -648,14 +660,17 @@ class Matcher:
         by every pair it is in (an LRU cache of ``feature_cache_mb``); the pairs run in a
         cache-friendly order and images are decoded ahead in a background thread
         (:meth:`iter_match_indexed`); the matches equal matching each pair alone. The first pair
-        that cannot be matched raises its error (:meth:`iter_match_indexed` goes on past it).
+        in that order that cannot be matched raises its error, which names the pair (not
+        necessarily the lowest-numbered bad one; :meth:`iter_match_indexed` goes on past it).
         """
         if self.batch_size == 1 and len(pairs) > 1:
             results: list[MatchResult | None] = [None] * len(pairs)
-            for k, item in self.iter_match_indexed(pairs, channel_order=channel_order):
-                if isinstance(item, LoftrError):
-                    raise item
-                results[k] = item
+            stream = self.iter_match_indexed(pairs, channel_order=channel_order)
+            with contextlib.closing(stream):  # an error ends the loader thread too
+                for k, item in stream:
+                    if isinstance(item, LoftrError):
+                        raise item
+                    results[k] = item
             return [r for r in results if r is not None]
         prepared = [
             (

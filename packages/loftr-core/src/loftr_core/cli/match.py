@@ -181,7 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="pose inlier threshold in pixels (default 0.5 for opencv, 1.0 for poselib)",
     )
     parser.add_argument(
-        "--seed", type=int, default=0, help="RANSAC random seed for the pose (default 0)"
+        "--seed",
+        type=int,
+        default=0,
+        help="poselib's RANSAC seed (default 0; OpenCV's RANSAC always uses its own fixed seed)",
     )
     parser.add_argument("--no-progress", action="store_true", help="with --pairs: no progress bar")
     parser.add_argument(
@@ -367,8 +370,10 @@ def _run(args: argparse.Namespace) -> int:
             "with --pairs, write results with --out-dir DIR and put intrinsics on the pair lines "
             "(--out, --save, --K0, --K1 are for a single pair)"
         )
-    if args.pairs is None and (args.out_dir or args.image_root or args.hloc):
-        raise InputError("--out-dir, --image-root and --hloc work with --pairs; use --out / --save")
+    if args.pairs is None and (args.out_dir or args.image_root or args.hloc or args.colmap):
+        raise InputError(
+            "--out-dir, --image-root, --hloc and --colmap work with --pairs; use --out / --save"
+        )
     hloc = None if args.hloc is None else check_output(Path(args.hloc), "--hloc", folder=True)
     if hloc is not None:
         require("h5py", "hloc")  # before any matching
@@ -390,6 +395,8 @@ def _run(args: argparse.Namespace) -> int:
     else:
         K0, K1 = _intrinsics(args.K0, args.K1)
         pairs = [_Pair(Path(args.image0), Path(args.image1), K0, K1)]
+    if hloc is not None or args.colmap is not None:
+        _check_mergeable(pairs, Path(args.pairs))
     for pair in pairs:  # fail fast on a missing image, before loading the model
         for image in (pair.image0, pair.image1):
             check_readable(image, "image file")
@@ -555,6 +562,26 @@ def _run_pairs(
             "pairs' results were written"
         )
     return 0
+
+
+def _check_mergeable(pairs: list[_Pair], path: Path) -> None:
+    """--hloc / --colmap keep one match set per image pair: refuse, before any matching, a pair
+    of an image with itself or a pair listed twice (in either order)."""
+    seen: dict[frozenset[str], int] = {}
+    for number, pair in enumerate(pairs, start=1):
+        if pair.name0 == pair.name1:
+            raise InputError(
+                f"{path}: pair {number} ({pair.name0} {pair.name1}) matches an image with itself; "
+                "--hloc / --colmap need pairs of two images"
+            )
+        key = frozenset((pair.name0, pair.name1))
+        if key in seen:
+            raise InputError(
+                f"{path}: pair {number} ({pair.name0} {pair.name1}) repeats pair {seen[key]} "
+                "(in either order); --hloc / --colmap keep one match set per image pair, so list "
+                "each pair once"
+            )
+        seen[key] = number
 
 
 def _merge(pairs: list[_Pair], found: list[tuple[int, Any]], grid: float) -> MergedMatches:

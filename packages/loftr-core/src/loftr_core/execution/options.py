@@ -58,7 +58,8 @@ class ExecutionOptions:
         coarse_one_pass: dual-softmax inference matches with a threshold of at least
             :data:`~loftr_core.execution.streaming.MIN_CANDIDATE_THR` in one pass over row
             chunks (one score product, no ``(N, L, S)`` matrix; only the entries that can exceed
-            the threshold are kept), within ``coarse_chunk_elements``. Float rounding of the
+            the threshold are kept): chunks of ``coarse_chunk_elements`` scores, candidates up to
+            that many bytes (at least 64 MiB), else the two-pass stream. Float rounding of the
             confidences only; off: the dense formula (or the two-pass stream when too large).
         fine_chunk_matches: matches per pass through the fine stage (bounds its memory).
             ``None``: 1024 on CPU, 8192 elsewhere.

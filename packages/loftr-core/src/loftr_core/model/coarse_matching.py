@@ -21,6 +21,7 @@ float16/bfloat16, and masked pairs get confidence exactly 0.
 
 from __future__ import annotations
 
+import logging
 from typing import NamedTuple
 
 import torch
@@ -29,8 +30,9 @@ from torch import Tensor, nn
 
 from loftr_core.execution import Execution
 from loftr_core.execution.streaming import (
+    CANDIDATE_BYTES,
     MIN_CANDIDATE_BUDGET,
-    candidate_bytes,
+    MIN_CANDIDATE_THR,
     streamed_dual_softmax,
     thresholded_dual_softmax,
 )
@@ -46,6 +48,8 @@ __all__ = [
     "select_matches",
     "sinkhorn_confidence",
 ]
+
+logger = logging.getLogger(__name__)
 
 MASK_FILL = -1e9
 """Score of masked pairs (finite: the scores are float32/float64 here, see the module doc)."""
@@ -203,9 +207,9 @@ def dual_softmax_matches(
 ) -> CoarseMatches:
     """Dual-softmax inference matches within the execution's memory budget.
 
-    The one-pass thresholded evaluation when the options allow it and its candidates' worst
-    case fits the chunk budget or ``MIN_CANDIDATE_BUDGET`` (``thr`` at least
-    ``MIN_CANDIDATE_THR``); else the dense formula when the
+    The one-pass thresholded evaluation when the options allow it and ``thr`` is at least
+    ``MIN_CANDIDATE_THR``, as long as the candidates it finds fit the chunk budget's bytes (at
+    least ``MIN_CANDIDATE_BUDGET``, ``CANDIDATE_BYTES`` each); else the dense formula when the
     ``(N, L, S)`` matrix fits the budget, else the two-pass stream. All equal
     :func:`select_matches` on :func:`dual_softmax_confidence` (up to float rounding of the
     confidences outside the dense formula).
@@ -222,9 +226,14 @@ def dual_softmax_matches(
     s = feat1.shape[1]
     budget = ex.coarse_chunk_elements(feat0.device)
     dtype = torch.promote_types(feat0.dtype, torch.float32)
-    candidate_budget = max(budget * dtype.itemsize, MIN_CANDIDATE_BUDGET)
-    if ex.options.coarse_one_pass and candidate_bytes(n, length, thr) <= candidate_budget:
-        return _thresholded_matches(feat0, feat1, temperature, thr, keep0, keep1, mask0, mask1, ex)
+    if ex.options.coarse_one_pass and thr >= MIN_CANDIDATE_THR:
+        most = max(budget * dtype.itemsize, MIN_CANDIDATE_BUDGET) // CANDIDATE_BYTES
+        one_pass = _thresholded_matches(
+            feat0, feat1, temperature, thr, keep0, keep1, mask0, mask1, ex, most
+        )
+        if one_pass is not None:
+            return one_pass
+        logger.debug("coarse matching: more than %d candidates at thr=%g, two passes", most, thr)
     if n * length * s <= budget:
         conf = dual_softmax_confidence(feat0, feat1, temperature, mask0, mask1, ex)
         return select_matches(conf, thr, keep0, keep1)
@@ -253,9 +262,11 @@ def _thresholded_matches(
     mask0: Tensor | None,
     mask1: Tensor | None,
     ex: Execution,
-) -> CoarseMatches:
+    max_candidates: int,
+) -> CoarseMatches | None:
     """:func:`dual_softmax_matches` in one pass over transposed row chunks
-    (:func:`~loftr_core.execution.streaming.thresholded_dual_softmax`)."""
+    (:func:`~loftr_core.execution.streaming.thresholded_dual_softmax`); None when more than
+    ``max_candidates`` entries can exceed ``thr``."""
     n, length, channels = feat0.shape
     s = feat1.shape[1]
     scale = channels**0.5
@@ -277,10 +288,12 @@ def _thresholded_matches(
 
     dtype = torch.promote_types(feat0.dtype, torch.float32)
     rows = ex.coarse_candidate_rows(feat0.device, n, s)
-    row_max, row_arg, col_max = thresholded_dual_softmax(
-        chunk_scores_t, n, length, s, min(rows, length), thr, dtype, feat0.device
+    stats = thresholded_dual_softmax(
+        chunk_scores_t, n, length, s, min(rows, length), thr, dtype, feat0.device, max_candidates
     )
-    return _finish(row_max, row_arg, col_max, thr, keep0, keep1)
+    if stats is None:
+        return None
+    return _finish(*stats, thr, keep0, keep1)
 
 
 class CoarseMatching(nn.Module):
