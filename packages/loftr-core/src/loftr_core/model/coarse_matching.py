@@ -271,19 +271,13 @@ def _thresholded_matches(
     s = feat1.shape[1]
     scale = channels**0.5
     f0, f1 = feat0 / scale, feat1 / scale  # once, not per chunk
-    mask1_t = None if mask1 is None else mask1[:, :, None]
 
     def chunk_scores_t(start: int, stop: int) -> tuple[Tensor, Tensor | None]:
         sim_t = ex.similarity(f1, f0[:, start:stop]).div_(temperature)  # (N, S, r)
-        if mask0 is None and mask1_t is None:
-            return sim_t, None
-        if mask0 is None:
-            assert mask1_t is not None
-            invalid = ~mask1_t
-        else:
-            valid0 = mask0[:, None, start:stop]
-            invalid = ~(valid0 if mask1_t is None else valid0 & mask1_t)
-        sim_t.masked_fill_(invalid, MASK_FILL)
+        # image 1 is the row side of the transposed chunk
+        invalid = _invalid(mask1, None if mask0 is None else mask0[:, start:stop])
+        if invalid is not None:
+            sim_t.masked_fill_(invalid, MASK_FILL)
         return sim_t, invalid
 
     dtype = torch.promote_types(feat0.dtype, torch.float32)
