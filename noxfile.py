@@ -22,8 +22,8 @@ SRC_PATHS = [f"packages/{name}/src" for name in PACKAGES]
 # The one torch every session installs first, so pip never picks a surprise build. On Python 3.11
 # this machine has a local CPU wheel; other Pythons download the registry's build (cached by pip).
 TORCH = os.environ.get("LOFTR_TORCH", "torch==2.13.0")
-# h5py, poselib, pycolmap: loftr-core's optional hloc / poselib / colmap extras, so their
-# tests run too
+# h5py, poselib, pycolmap, onnx*: loftr-core's optional hloc / poselib / colmap / onnx
+# extras, so their tests run too
 TEST_DEPS = [
     "pytest>=8",
     "hypothesis>=6",
@@ -31,6 +31,9 @@ TEST_DEPS = [
     "h5py>=3.8",
     "poselib>=2.0",
     "pycolmap>=4.0",
+    "onnx>=1.16",
+    "onnxscript>=0.3",
+    "onnxruntime>=1.18",
 ]
 PYTHONS = ["3.10", "3.11", "3.12"]
 
