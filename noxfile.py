@@ -189,3 +189,15 @@ def pairs_bench(session: nox.Session) -> None:
     _install_torch(session)
     session.install(*PACKAGE_PATHS[:2], "kornia>=0.7", "opencv-python-headless>=4.8")
     session.run("python", "benchmarks/pairs_bench.py", *(session.posargs or ["--markdown"]))
+
+
+@nox.session(python="3.11")
+def export_bench(session: nox.Session) -> None:
+    """The ONNX export at 640x480 (official architecture): onnxruntime's matches against
+    PyTorch's, and its latency beside our eager model and kornia's; arguments after ``--``
+    replace the defaults, e.g. ``nox -s export_bench -- --max-matches 2048``."""
+    _install_torch(session)
+    session.install(
+        f"{PACKAGE_PATHS[1]}[onnx]", PACKAGE_PATHS[0], "kornia>=0.7", "opencv-python-headless>=4.8"
+    )
+    session.run("python", "benchmarks/export_bench.py", *(session.posargs or ["--markdown"]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
@@ -10,8 +11,18 @@ import pytest
 import torch
 
 from loftr_core import LoFTR, LoFTRConfig
-from loftr_core.api.export import ExportMatcher, export_onnx
+from loftr_core.api.checkpoint import load_model, save_native
+from loftr_core.api.export import (
+    OPSET,
+    ExportMatcher,
+    compare_with_onnxruntime,
+    export_input,
+    export_onnx,
+    exportable_attention,
+)
+from loftr_core.cli import export as cli
 from loftr_core.errors import ConfigError
+from loftr_core.model.config import PRESETS
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")
@@ -41,29 +52,67 @@ def pair(shared_data: Path) -> tuple[torch.Tensor, torch.Tensor]:
     return a, b
 
 
-@pytest.mark.parametrize("match_type", ["dual_softmax", "sinkhorn"])
+def _full(preset: str) -> LoFTR:
+    """A seeded model with the full architecture of an official preset, or ``modern``."""
+    torch.manual_seed(0)
+    config = LoFTRConfig.modern() if preset == "modern" else PRESETS[preset]()
+    return LoFTR(config).eval()
+
+
+def _run_onnx(path: Path, a: torch.Tensor, b: torch.Tensor) -> list[np.ndarray]:
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return list(sess.run(None, {"image0": a.numpy(), "image1": b.numpy()}))
+
+
+@pytest.mark.parametrize("preset", ["outdoor_ds", "outdoor_ot", "modern", "tiny_ot"])
 def test_onnxruntime_gives_the_pytorch_matches(
-    match_type: str, pair: tuple[torch.Tensor, torch.Tensor], tmp_path: Path
+    preset: str, pair: tuple[torch.Tensor, torch.Tensor], tmp_path: Path
 ) -> None:
+    """Official DS and OT architectures, the modern preset and a small OT model: onnxruntime's
+    valid matches are PyTorch's ``LoFTR.forward`` matches (the count is below K)."""
     import onnx
 
     a, b = pair
-    model = _tiny(match_type)
+    model = _tiny("sinkhorn") if preset == "tiny_ot" else _full(preset)
     with torch.no_grad():
         ref = model({"image0": a, "image1": b}, thr=0.0)
     n = ref["keypoints0"].shape[0]
     assert n >= 20
     path = export_onnx(model, tmp_path / "m.onnx", 120, 160, max_matches=256, thr=0.0)
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["m.onnx"]  # one file, weights inside
     graph = onnx.load(str(path))
     onnx.checker.check_model(graph)
-    assert graph.opset_import[0].version == 18
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    k0, k1, conf, valid = sess.run(None, {"image0": a.numpy(), "image1": b.numpy()})
-    assert k0.shape == (256, 2) and valid.dtype == np.bool_
+    assert graph.opset_import[0].version == OPSET == 18
+    meta = {prop.key: prop.value for prop in graph.metadata_props}
+    assert meta["loftr.height"] == "120" and meta["loftr.max_matches"] == "256"
+    assert LoFTRConfig.from_dict(json.loads(meta["loftr.config"])) == model.config
+    k0, k1, conf, valid = _run_onnx(path, a, b)
+    assert k0.shape == k1.shape == (256, 2) and conf.shape == valid.shape == (256,)
+    assert valid.dtype == np.bool_
     assert int(valid.sum()) == n and valid[:n].all()  # valid first
     np.testing.assert_array_equal(k0[:n], ref["keypoints0"].numpy())  # the same coarse cells
     np.testing.assert_allclose(k1[:n], ref["keypoints1"].numpy(), rtol=0, atol=1e-3)
     np.testing.assert_allclose(conf[:n], ref["confidence"].numpy(), rtol=0, atol=1e-4)
+    assert (conf[n:] == 0).all()
+
+
+def test_more_rows_than_cells_are_padding(
+    pair: tuple[torch.Tensor, torch.Tensor], tmp_path: Path
+) -> None:
+    """K above the 300 coarse cells of 120x160: still K rows, the extra ones never valid."""
+    a, b = pair
+    model = _tiny()
+    wrapper = ExportMatcher(model, 400, thr=0.0)
+    with torch.no_grad():
+        ref = model({"image0": a, "image1": b}, thr=0.0)
+        k0, _, conf, valid = wrapper(a, b)
+    n = ref["keypoints0"].shape[0]
+    assert k0.shape == (400, 2) and int(valid.sum()) == n and not valid[300:].any()
+    assert (conf[~valid] == 0).all()
+    path = export_onnx(model, tmp_path / "m.onnx", 120, 160, max_matches=400, thr=0.0)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    check = compare_with_onnxruntime(session, wrapper, a.numpy(), b.numpy())
+    assert check.ok and check.valid_onnx == n, check
 
 
 def test_k_below_the_count_keeps_the_most_confident(
@@ -94,3 +143,117 @@ def test_bad_export_options_are_one_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not export"):
         export_onnx(sdpa, tmp_path / "m.onnx", 120, 160, max_matches=8)
     assert not (tmp_path / "m.onnx").exists()
+    assert exportable_attention("sdpa") == exportable_attention("flash") == "full"
+    assert exportable_attention("linear") == "linear"
+
+
+def test_export_input_resizes_as_the_original() -> None:
+    """One bilinear step to the exported size, [0, 1], and the factors back."""
+    image = (np.arange(96 * 128, dtype=np.uint32).reshape(96, 128) % 251).astype(np.uint8)
+    array, scale = export_input(image, 48, 64)
+    assert array.shape == (1, 1, 48, 64) and array.dtype == np.float32
+    want = cv2.resize(image, (64, 48), interpolation=cv2.INTER_LINEAR).astype(np.float32) / 255
+    np.testing.assert_array_equal(array[0, 0], want)
+    assert scale == (2.0, 2.0)
+
+
+# ------------------------------------------------------------------------------- loftr-export
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """An official outdoor_ds checkpoint (seeded) and a small model trained with ``sdpa``."""
+    root = tmp_path_factory.mktemp("export")
+    model = _full("outdoor_ds")
+    official = root / "outdoor_ds.ckpt"
+    torch.save({"state_dict": {f"matcher.{k}": v for k, v in model.state_dict().items()}}, official)
+    sdpa = LoFTR(_tiny().config.replace(coarse={"attention": "sdpa"}, fine={"attention": "sdpa"}))
+    save_native(sdpa, root / "sdpa.safetensors")
+    return {"official": official, "sdpa": root / "sdpa.safetensors"}
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:
+    code = cli.main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_export_command_writes_a_checked_file(
+    checkpoints: dict[str, Path],
+    shared_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An official checkpoint at 160x120 with the check on two real photos: the written file
+    gives ``LoFTR.forward``'s matches on them."""
+    photos = shared_data / "scannet_sample"
+    img0, img1 = sorted(photos.iterdir())[:2]
+    out = tmp_path / "deploy" / "outdoor.onnx"
+    argv = [out, "--weights", checkpoints["official"], "--size", "160x120", "--thr", "0"]
+    code, stdout, err = _cli(capsys, *argv, "--max-matches", "300", "--check-images", img0, img1)
+    assert code == 0, err
+    assert "opset 18" in stdout and "the same image-0 cells" in stdout
+    assert sorted(f.name for f in out.parent.iterdir()) == ["outdoor.onnx"]
+    a, _ = export_input(img0, 120, 160)
+    b, _ = export_input(img1, 120, 160)
+    model = load_model(checkpoints["official"], "outdoor_ds")
+    with torch.no_grad():
+        ref = model({"image0": torch.from_numpy(a), "image1": torch.from_numpy(b)}, thr=0.0)
+    k0, k1, _, valid = _run_onnx(out, torch.from_numpy(a), torch.from_numpy(b))
+    n = ref["keypoints0"].shape[0]
+    assert n > 0 and int(valid.sum()) == n
+    np.testing.assert_array_equal(k0[:n], ref["keypoints0"].numpy())
+    np.testing.assert_allclose(k1[:n], ref["keypoints1"].numpy(), rtol=0, atol=1e-3)
+    meta = ort.InferenceSession(str(out)).get_modelmeta().custom_metadata_map
+    assert meta["loftr.weights"] == str(checkpoints["official"]) and meta["loftr.width"] == "160"
+
+
+def test_export_command_swaps_a_fused_softmax_backend_for_full(
+    checkpoints: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    out = tmp_path / "m.onnx"
+    code, stdout, err = _cli(
+        capsys, out, "--weights", checkpoints["sdpa"], "--size", "160x120", "--thr", "0"
+    )
+    assert code == 0, err
+    assert "onnxruntime check on a synthetic pair" in stdout and "the same" in stdout
+    config = json.loads(
+        ort.InferenceSession(str(out)).get_modelmeta().custom_metadata_map["loftr.config"]
+    )
+    assert config["coarse"]["attention"] == config["fine"]["attention"] == "full"
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--size", "100x80"], "width 100 must be a positive multiple of 8"),
+        (["--size", "640"], "not WIDTHxHEIGHT"),
+        (["--size", "160x16"], "no coarse cell"),
+        (["--max-matches", "0"], "0 must be >= 1"),
+        (["--attention", "sdpa"], "does not export to ONNX; use one of linear, full"),
+        (["--weights", "nothere.ckpt"], "does not exist"),
+        (["--thr", "1.5"], "--thr"),
+    ],
+)
+def test_export_command_refuses_bad_input_in_one_line(
+    argv: list[str],
+    needle: str,
+    checkpoints: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    official = ["--weights", str(checkpoints["official"]), "--preset", "outdoor_ds"]
+    weights = [] if "--weights" in argv else official
+    code, _, err = _cli(capsys, tmp_path / "m.onnx", *weights, *argv)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("loftr-export: error: "), err
+    assert needle in lines[0], lines[0]
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_export_command_output_must_be_onnx(
+    checkpoints: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = _cli(capsys, tmp_path / "m.pt", "--weights", checkpoints["official"])
+    assert code == 2 and "must end in .onnx" in err and "Traceback" not in err

@@ -413,6 +413,35 @@ def test_loftr_match_defaults_to_the_outdoor_weights(
     assert server.requests[OUTDOOR.file] == 1
 
 
+def test_loftr_export_takes_a_name(
+    serve: type[WeightsServer],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    """``loftr-export --weights indoor_new``: downloaded once, exported with its own preset
+    (fixed positional encoding, no border removal), checked in onnxruntime."""
+    pytest.importorskip("onnxscript")
+    ort = pytest.importorskip("onnxruntime")
+    import json
+
+    from loftr_core.cli import export
+
+    entry = pretrained.PRETRAINED["indoor_new"]
+    server = serve({entry.file: _official_bytes(_seeded("indoor_ds_new", 5), lightning=True)})
+    monkeypatch.setenv(pretrained.ENV_MIRROR, server.url)
+    out = tmp_path / "indoor.onnx"
+    argv = [str(out), "--weights", "indoor_new", "--size", "160x120", "--thr", "0"]
+    assert export.main([*argv, "--max-matches", "64"]) == 0, capsys.readouterr().err
+    assert "the same image-0 cells" in capsys.readouterr().out
+    meta = ort.InferenceSession(str(out)).get_modelmeta().custom_metadata_map
+    config = LoFTRConfig.from_dict(json.loads(meta["loftr.config"]))
+    assert config == PRESETS["indoor_ds_new"]() and meta["loftr.weights"] == "indoor_new"
+    assert server.requests[entry.file] == 1
+    assert export.main([*argv, "--preset", "outdoor_ds"]) == 2  # a name keeps its preset
+    assert "use preset 'indoor_ds_new'" in capsys.readouterr().err
+
+
 def test_cache_folder_problems_are_one_line(
     outdoor: tuple[LoFTR, bytes], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -21,6 +21,7 @@ import torch
 
 from loftr_core import LoFTR, LoFTRConfig, save_native
 from loftr_core.cli import convert as cli_convert
+from loftr_core.cli import export as cli_export
 from loftr_core.cli import match as cli_match
 from loftr_core.cli.runner import report
 from loftr_train import cli_eval, cli_train
@@ -102,6 +103,7 @@ CASES: list[tuple[str, Callable[[dict[str, Path], Path], list[str]], str]] = [
 MAINS: dict[str, Callable[[Sequence[str]], int]] = {
     "loftr-match": cli_match.main,
     "loftr-convert": cli_convert.main,
+    "loftr-export": cli_export.main,
     "loftr-eval": cli_eval.main,
     "loftr-train": cli_train.main,
 }

@@ -1,7 +1,9 @@
-"""The path a user walks: train -> evaluate -> match -> convert -> match, with one checkpoint."""
+"""The path a user walks: train -> evaluate -> match -> convert -> match -> export, with one
+checkpoint."""
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,7 @@ import pytest
 
 from loftr_core import Matcher, read_checkpoint
 from loftr_core.cli import convert as cli_convert
+from loftr_core.cli import export as cli_export
 from loftr_core.cli import match as cli_match
 from loftr_train import cli_eval
 from loftr_train.train_config import load_config
@@ -66,6 +69,38 @@ def test_a_trained_checkpoint_works_in_every_command(
     # the Python API reads it the same way
     api = Matcher.from_checkpoint(last, resize=160, threshold=0.0).match(photos[0], photos[0])
     np.testing.assert_array_equal(api.keypoints0, a["keypoints0"])
+    _export_gives_the_same_matches(last, photos[0], a, tmp_path, capsys)
+
+
+def _export_gives_the_same_matches(
+    checkpoint: Path,
+    photo: Path,
+    matched: Any,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """loftr-export of the trained checkpoint at loftr-match's resized size: in onnxruntime,
+    the matches loftr-match saved, in the original image's pixels."""
+    if importlib.util.find_spec("onnxruntime") is None:
+        return  # the [onnx] extra is not installed; tests/test_export.py says so too
+    import onnxruntime as ort
+
+    from loftr_core.api.export import export_input
+    from loftr_core.api.image_io import read_image, resize_long_side
+
+    height, width = resize_long_side(read_image(photo), 160)[0].shape[:2]
+    onnx_file = tmp_path / "trained.onnx"
+    argv = [str(onnx_file), "--weights", str(checkpoint), "--size", f"{width}x{height}"]
+    assert cli_export.main([*argv, "--thr", "0", "--max-matches", "512"]) == 0
+    assert "the same image-0 cells" in capsys.readouterr().out
+    image, scale = export_input(photo, height, width)
+    session = ort.InferenceSession(str(onnx_file))
+    k0, k1, conf, valid = session.run(None, {"image0": image, "image1": image})
+    n = len(matched["confidence"])
+    assert int(valid.sum()) == n
+    np.testing.assert_allclose(k0[valid] * scale, matched["keypoints0"], rtol=0, atol=1e-4)
+    np.testing.assert_allclose(k1[valid] * scale, matched["keypoints1"], rtol=0, atol=1e-2)
+    np.testing.assert_allclose(conf[valid], matched["confidence"], rtol=0, atol=1e-4)
 
 
 @pytest.mark.parametrize("img_resize", [320, 840])

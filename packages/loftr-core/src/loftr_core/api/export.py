@@ -16,12 +16,24 @@ Needs ``pip install 'loftr-core[onnx]'`` (onnx, onnxscript; onnxruntime to run i
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
+import logging
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy as np
 import torch
 from torch import Tensor, nn
 
+from loftr_attention import get_spec
+from loftr_core._version import __version__
+from loftr_core.api.image_io import to_gray
 from loftr_core.api.optional import require
 from loftr_core.errors import ConfigError
 from loftr_core.execution import ExecutionOptions
@@ -34,12 +46,46 @@ from loftr_core.model.coarse_matching import (
 from loftr_core.model.config import check_thr
 from loftr_core.model.loftr import _validate
 
-__all__ = ["EXPORTABLE_ATTENTION", "OPSET", "ExportMatcher", "export_onnx"]
+__all__ = [
+    "EXPORTABLE_ATTENTION",
+    "INPUTS",
+    "OPSET",
+    "OUTPUTS",
+    "ExportCheck",
+    "ExportMatcher",
+    "check_export_size",
+    "compare_with_onnxruntime",
+    "export_input",
+    "export_onnx",
+    "exportable_attention",
+]
 
 OPSET = 18
 """The ONNX opset written."""
+INPUTS = ("image0", "image1")
+"""The exported graph's inputs: ``(1, 1, H, W)`` float32 gray images in [0, 1]."""
+OUTPUTS = ("keypoints0", "keypoints1", "confidence", "valid")
+"""Its outputs: ``(K, 2)`` float32, ``(K, 2)`` float32, ``(K,)`` float32, ``(K,)`` bool."""
 EXPORTABLE_ATTENTION = ("linear", "full")
 """Attention backends whose plain tensor formulas export (fused kernels do not)."""
+
+
+def exportable_attention(name: str) -> str:
+    """The backend to export a model built with ``name``: ``name`` itself if it exports, else
+    ``"full"`` for any exact softmax backend (``sdpa``, ``flash``...: the same function).
+
+    Raises:
+        ConfigError: an approximate (non-exact) third-party backend, which has no exportable
+            equivalent.
+    """
+    if name in EXPORTABLE_ATTENTION:
+        return name
+    if get_spec(name).exact:
+        return "full"
+    raise ConfigError(
+        f"attention backend {name!r} does not export to ONNX and is not exact softmax attention, "
+        f"so no exportable backend computes the same; use one of {list(EXPORTABLE_ATTENTION)}"
+    )
 
 
 class ExportMatcher(nn.Module):
@@ -60,7 +106,8 @@ class ExportMatcher(nn.Module):
             if stage.attention not in EXPORTABLE_ATTENTION:
                 raise ConfigError(
                     f"attention backend {stage.attention!r} does not export to ONNX; use one of "
-                    f"{list(EXPORTABLE_ATTENTION)} (the same weights run with any backend)"
+                    f"{list(EXPORTABLE_ATTENTION)} (the same weights run with any backend: "
+                    "exportable_attention() names the one that computes the same)"
                 )
         model.set_options(ExecutionOptions.reference())
         self.model = model.eval()
@@ -103,7 +150,30 @@ class ExportMatcher(nn.Module):
         matches = CoarseMatches(torch.zeros_like(i_ids), i_ids, j_ids, mconf)
         expec_f = m._fine(coarse, matches)
         kpts0, _, kpts1 = m._keypoints(inputs, matches, expec_f)
+        mconf = torch.where(ok, mconf, torch.zeros_like(mconf))  # padding rows: confidence 0
+        pad = self.max_matches - length  # fewer cells than K: padding rows, never valid
+        if pad > 0:
+            kpts0, kpts1 = (torch.cat([k, k.new_zeros(pad, 2)]) for k in (kpts0, kpts1))
+            mconf = torch.cat([mconf, mconf.new_zeros(pad)])
+            ok = torch.cat([ok, ok.new_zeros(pad)])
         return kpts0, kpts1, mconf, ok
+
+
+def check_export_size(model: LoFTR, height: int, width: int) -> None:
+    """ConfigError (one line) unless ``height x width`` can be exported for ``model``: a
+    positive multiple of 8 px per side (the coarse stride) with cells left after border removal."""
+    for name, value in (("height", height), ("width", width)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 8 or value % 8:
+            raise ConfigError(
+                f"{name}={value!r}; the export size must be a positive multiple of 8 px per side"
+            )
+    border = int(model.config.match_coarse.border_rm)
+    if min(height, width) // 8 <= 2 * border:
+        raise ConfigError(
+            f"{width}x{height} px (W x H) leaves no coarse cell after removing {border} at each "
+            "border; "
+            f"export at least {8 * (2 * border + 1)} px per side"
+        )
 
 
 def export_onnx(
@@ -113,23 +183,20 @@ def export_onnx(
     width: int,
     max_matches: int,
     thr: float | None = None,
+    metadata: Mapping[str, str] | None = None,
 ) -> Path:
     """Write ``model`` as ONNX for ``height x width`` images and ``max_matches`` matches.
 
-    The size must be a multiple of 8 per side (the coarse stride) and leave cells to match after
-    border removal. The graph is checked with ``onnx.checker`` before it is moved into place.
+    One self-contained file (weights inside; the official models are ~47 MB), opset
+    :data:`OPSET`, checked with ``onnx.checker`` before it is moved into place. Its metadata
+    (``onnxruntime``: ``session.get_modelmeta().custom_metadata_map``) records the size, ``K``,
+    the threshold, the model config and ``metadata``.
+
+    Raises:
+        ConfigError: a bad size or ``K``, an attention backend that does not export, or a
+            missing optional dependency (before the export starts).
     """
-    for name, value in (("height", height), ("width", width)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 8 or value % 8:
-            raise ConfigError(
-                f"{name}={value!r}; the export size must be a positive multiple of 8 px per side"
-            )
-    border = int(model.config.match_coarse.border_rm)
-    if min(height, width) // 8 <= 2 * border:
-        raise ConfigError(
-            f"{height}x{width} px leaves no coarse cell after removing {border} at each border; "
-            f"export at least {8 * (2 * border + 1)} px per side"
-        )
+    check_export_size(model, height, width)
     wrapper = ExportMatcher(model, max_matches, thr)
     onnx = require("onnx", "onnx")
     require("onnxscript", "onnx")
@@ -140,11 +207,117 @@ def export_onnx(
     kwargs: dict[str, Any] = {
         "dynamo": True,
         "opset_version": OPSET,
-        "input_names": ["image0", "image1"],
-        "output_names": ["keypoints0", "keypoints1", "confidence", "valid"],
+        "input_names": list(INPUTS),
+        "output_names": list(OUTPUTS),
+        "external_data": False,  # one file: a moved file keeps its weights
+        "verbose": False,
     }
-    with torch.no_grad():
-        torch.onnx.export(wrapper, example, str(tmp), **kwargs)
-    onnx.checker.check_model(str(tmp))
-    tmp.replace(out)
+    try:
+        with torch.no_grad(), _quiet_exporter():
+            torch.onnx.export(wrapper, example, str(tmp), **kwargs)
+        graph = onnx.load(str(tmp))
+        info = {
+            "loftr.height": str(height),
+            "loftr.width": str(width),
+            "loftr.max_matches": str(max_matches),
+            "loftr.thr": repr(wrapper.thr),
+            "loftr.config": json.dumps(model.config.to_dict(), sort_keys=True),
+            "loftr.version": __version__,
+            **dict(metadata or {}),
+        }
+        onnx.helper.set_model_props(graph, info)
+        onnx.save(graph, str(tmp))
+        onnx.checker.check_model(str(tmp))
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
     return out
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """The exporter's progress prints, its optimiser's log lines and its deprecation warnings are
+    not the user's business (errors still show)."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(previous)
+
+
+def export_input(
+    image: Any, height: int, width: int, name: str = "image"
+) -> tuple[np.ndarray, tuple[float, float]]:
+    """An image as the exported model takes it, and the factors back to its pixels.
+
+    The image (path, array or tensor, as :class:`~loftr_core.Matcher` accepts; colour is made
+    gray) is resized to exactly ``width x height`` in one bilinear step, as the original's
+    test-time resize does, and scaled to [0, 1].
+
+    Returns:
+        ``(1, 1, height, width)`` float32 and ``(sx, sy)``: multiply the model's keypoints by
+        them for the original image's pixel coordinates.
+    """
+    gray = to_gray(image, name=name)
+    h, w = gray.shape[:2]
+    if (h, w) != (height, width):
+        gray = cv2.resize(gray, (width, height), interpolation=cv2.INTER_LINEAR)
+    array = gray.astype(np.float32) / 255.0 if gray.dtype == np.uint8 else gray.astype(np.float32)
+    return np.ascontiguousarray(array[None, None]), (w / width, h / height)
+
+
+@dataclass(frozen=True)
+class ExportCheck:
+    """onnxruntime's answer against PyTorch's (:class:`ExportMatcher`) on one pair."""
+
+    valid_torch: int
+    valid_onnx: int
+    same_cells: bool
+    keypoints1_max_px: float
+    confidence_max: float
+
+    @property
+    def ok(self) -> bool:
+        """The issue's bar: same valid matches, keypoints within 1e-3 px, confidence 1e-4."""
+        return (
+            self.valid_torch == self.valid_onnx
+            and self.same_cells
+            and self.keypoints1_max_px <= KEYPOINT_TOL_PX
+            and self.confidence_max <= CONFIDENCE_TOL
+        )
+
+    def __str__(self) -> str:
+        return (
+            f"{self.valid_onnx} valid matches (PyTorch {self.valid_torch}), "
+            f"{'the same' if self.same_cells else 'different'} image-0 cells, keypoints1 within "
+            f"{self.keypoints1_max_px:.2g} px, confidence within {self.confidence_max:.2g}"
+        )
+
+
+KEYPOINT_TOL_PX = 1e-3
+CONFIDENCE_TOL = 1e-4
+
+
+def compare_with_onnxruntime(
+    session: Any, wrapper: ExportMatcher, image0: np.ndarray, image1: np.ndarray
+) -> ExportCheck:
+    """Run ``session`` (an ``onnxruntime.InferenceSession`` of the export) and ``wrapper`` on
+    the ``(1, 1, H, W)`` float32 images and compare their valid matches."""
+    outputs = session.run(list(OUTPUTS), {"image0": image0, "image1": image1})
+    k0, k1, conf, valid = (np.asarray(o) for o in outputs)
+    with torch.no_grad():
+        ref = [t.numpy() for t in wrapper(torch.from_numpy(image0), torch.from_numpy(image1))]
+    r0, r1, rconf, rvalid = ref
+    n_torch, n_onnx = int(rvalid.sum()), int(valid.sum())
+    n = min(n_torch, n_onnx)
+    same = n_torch == n_onnx and bool(np.array_equal(k0[:n], r0[:n]))
+    return ExportCheck(
+        valid_torch=n_torch,
+        valid_onnx=n_onnx,
+        same_cells=same,
+        keypoints1_max_px=float(np.abs(k1[:n] - r1[:n]).max(initial=0.0)),
+        confidence_max=float(np.abs(conf[:n] - rconf[:n]).max(initial=0.0)),
+    )
