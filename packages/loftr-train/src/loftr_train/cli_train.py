@@ -73,7 +73,7 @@ def _run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``loftr-train``; returns the exit status (0 ok, 2 bad input, 1 a bug)."""
     rank = os.environ.get("RANK", "0")
-    return run(
+    code = run(
         _parser(),
         _run,
         argv,
@@ -81,6 +81,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_level=logging.INFO if rank == "0" else logging.WARNING,
         log_format=f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s",
     )
+    if code != 0 and _process_group_left():
+        # After an error the process group is left alive (see trainer.process_group): tearing
+        # it down at interpreter exit, with a peer already gone, can abort the process (gloo:
+        # SIGABRT) and hide the exit status. The error line is printed; leave without it.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+        os._exit(code)
+    return code
+
+
+def _process_group_left() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
 
 
 if __name__ == "__main__":  # pragma: no cover
