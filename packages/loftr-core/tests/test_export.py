@@ -19,7 +19,10 @@ from loftr_core.api.export import (
     export_input,
     export_onnx,
     exportable_attention,
+    reference_matches,
+    top_rows,
 )
+from loftr_core.api.matcher import Matcher
 from loftr_core.cli import export as cli
 from loftr_core.errors import ConfigError
 from loftr_core.model.config import PRESETS
@@ -111,24 +114,126 @@ def test_more_rows_than_cells_are_padding(
     assert (conf[~valid] == 0).all()
     path = export_onnx(model, tmp_path / "m.onnx", 120, 160, max_matches=400, thr=0.0)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    check = compare_with_onnxruntime(session, wrapper, a.numpy(), b.numpy())
+    check = compare_with_onnxruntime(session, model, a.numpy(), b.numpy(), 0.0, 400)
     assert check.ok and check.valid_onnx == n, check
 
 
 def test_k_below_the_count_keeps_the_most_confident(
-    pair: tuple[torch.Tensor, torch.Tensor],
+    pair: tuple[torch.Tensor, torch.Tensor], tmp_path: Path
 ) -> None:
+    """More candidates than K: PyTorch's ExportMatcher, onnxruntime and ``Matcher(max_matches=K)``
+    keep the same 10 matches, the most confident, in the model's order."""
     a, b = pair
     model = _tiny()
     with torch.no_grad():
         ref = model({"image0": a, "image1": b}, thr=0.0)
-        k0, _, conf, valid = ExportMatcher(model, 10, thr=0.0)(a, b)
-    assert bool(valid.all())
+        _, _, conf, valid = ExportMatcher(model, 10, thr=0.0)(a, b)
+    assert bool(valid.all()) and ref["confidence"].shape[0] > 10
     top = torch.sort(ref["confidence"], descending=True).values[:10]
     torch.testing.assert_close(torch.sort(conf, descending=True).values, top)
-    best = torch.argsort(ref["confidence"], descending=True)[:10]
-    want = {tuple(p) for p in ref["keypoints0"][best].tolist()}
-    assert {tuple(p) for p in k0.tolist()} == want
+    image0 = (a[0, 0].numpy() * 255).round().astype(np.uint8)  # exact in uint8: the same input
+    image1 = (b[0, 0].numpy() * 255).round().astype(np.uint8)
+    a8 = torch.from_numpy(image0.astype(np.float32) / 255)[None, None]
+    b8 = torch.from_numpy(image1.astype(np.float32) / 255)[None, None]
+    kept = Matcher(model, threshold=0.0, max_matches=10).match(image0, image1)
+    path = export_onnx(model, tmp_path / "m.onnx", 120, 160, max_matches=10, thr=0.0)
+    o0, o1, oconf, ovalid = _run_onnx(path, a8, b8)
+    assert ovalid.all()
+    np.testing.assert_array_equal(o0, kept.keypoints0)  # the same cells, the same order
+    np.testing.assert_allclose(o1, kept.keypoints1, rtol=0, atol=1e-3)
+    np.testing.assert_allclose(oconf, kept.confidence, rtol=0, atol=1e-4)
+
+
+def test_ties_keep_the_earlier_cell_in_pytorch_and_onnxruntime(tmp_path: Path) -> None:
+    """``top_rows`` (the K-of-L selection) breaks ties to the lower index, as ONNX's TopK and
+    ``Matcher``'s stable sort do; ``torch.topk`` on CPU promises no order."""
+    import onnx  # noqa: F401  (the exporter needs it)
+
+    score = torch.zeros(3000)
+    score[[5, 2999]] = 1.0  # a tie at the top, then 2998 tied zeros
+    want = [5, 2999, *[i for i in range(3000) if i not in (5, 2999)][:98]]
+    assert top_rows(score, 100).tolist() == want
+
+    class Top(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return top_rows(x, 100)
+
+    path = tmp_path / "top.onnx"
+    with torch.no_grad():
+        torch.onnx.export(Top(), (score,), str(path), dynamo=True, verbose=False)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert sess.run(None, {sess.get_inputs()[0].name: score.numpy()})[0].tolist() == want
+    stable = np.argsort(-score.numpy(), kind="stable")[:100]  # Matcher's selection
+    assert stable.tolist() == want
+
+
+def test_a_threshold_above_zero_gives_the_models_matches(
+    pair: tuple[torch.Tensor, torch.Tensor], tmp_path: Path
+) -> None:
+    """At a real threshold ``LoFTR.forward`` takes its one-pass coarse matching (above
+    1/4096); the export's dense match test gives the same matches, and the caller's model
+    keeps its execution options."""
+    a, b = pair
+    model = _full("outdoor_ds")
+    with torch.no_grad():
+        every = model({"image0": a, "image1": b}, thr=0.0)["confidence"]
+    ranked = torch.sort(every, descending=True).values  # a threshold in the widest gap near
+    middle = range(len(ranked) // 3, 2 * len(ranked) // 3)  # the median: no match sits on it
+    gap = max(middle, key=lambda r: float(ranked[r - 1] - ranked[r]))
+    thr = float(ranked[gap - 1] + ranked[gap]) / 2
+    assert thr > 1 / 4096
+    options = model.options
+    path = export_onnx(model, tmp_path / "m.onnx", 120, 160, max_matches=256, thr=thr)
+    assert model.options == options and model.options.coarse_one_pass
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    check = compare_with_onnxruntime(session, model, a.numpy(), b.numpy(), thr, 256)
+    assert check.ok and 10 <= check.valid_torch < every.shape[0], check
+
+
+class _FakeSession:
+    """Stands in for onnxruntime: returns the given rows (valid first) padded to K."""
+
+    def __init__(self, k0: np.ndarray, k1: np.ndarray, conf: np.ndarray, k: int) -> None:
+        n = len(conf)
+        pad = np.zeros((k - n, 2), np.float32)
+        self.out = [
+            np.concatenate([k0, pad]),
+            np.concatenate([k1, pad]),
+            np.concatenate([conf, np.zeros(k - n, np.float32)]),
+            np.arange(k) < n,
+        ]
+
+    def run(self, names: object, feeds: object) -> list[np.ndarray]:
+        return self.out
+
+
+def test_the_check_forgives_only_matches_at_the_threshold(
+    pair: tuple[torch.Tensor, torch.Tensor],
+) -> None:
+    """A match only one side kept is a float-rounding flip when its confidence sits within 1e-4
+    of the threshold, and a real difference otherwise."""
+    a, b = (t.numpy() for t in pair)
+    model = _tiny()
+    every = np.sort(reference_matches(model, a, b, 0.0, 256)[2])
+    thr = float(every[len(every) // 2]) - 5e-5  # a match 5e-5 above the threshold
+    k0, k1, conf = reference_matches(model, a, b, thr, 256)
+    low = int(np.argmin(conf))
+    assert conf[low] - thr <= 5e-5 and len(conf) >= 10
+    keep = np.arange(len(conf)) != low
+    edge = compare_with_onnxruntime(
+        _FakeSession(k0[keep], k1[keep], conf[keep], 256), model, a, b, thr, 256
+    )
+    assert edge.ok and edge.borderline == 1 and edge.valid_torch == edge.valid_onnx + 1, edge
+    top = int(np.argmax(conf))
+    keep = np.arange(len(conf)) != top
+    lost = compare_with_onnxruntime(
+        _FakeSession(k0[keep], k1[keep], conf[keep], 256), model, a, b, thr, 256
+    )
+    assert not lost.ok and not lost.same_cells and lost.borderline == 0, lost
+    shifted = compare_with_onnxruntime(
+        _FakeSession(k0, k1 + 0.01, conf, 256), model, a, b, thr, 256
+    )
+    assert not shifted.ok and shifted.same_cells and shifted.keypoints1_max_px >= 0.01
 
 
 def test_bad_export_options_are_one_line(tmp_path: Path) -> None:
@@ -139,6 +244,10 @@ def test_bad_export_options_are_one_line(tmp_path: Path) -> None:
         export_onnx(model, tmp_path / "m.onnx", 124, 160, max_matches=8)
     with pytest.raises(ConfigError, match="no coarse cell"):
         export_onnx(model, tmp_path / "m.onnx", 32, 160, max_matches=8)
+    with pytest.raises(ConfigError, match=r"loftr\.thr"):
+        export_onnx(
+            model, tmp_path / "m.onnx", 120, 160, max_matches=8, metadata={"loftr.thr": "1"}
+        )
     sdpa = LoFTR(model.config.replace(coarse={"attention": "sdpa"}))
     with pytest.raises(ConfigError, match="does not export"):
         export_onnx(sdpa, tmp_path / "m.onnx", 120, 160, max_matches=8)
@@ -210,7 +319,6 @@ def test_export_command_swaps_a_fused_softmax_backend_for_full(
     checkpoints: dict[str, Path],
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
-    caplog: pytest.LogCaptureFixture,
 ) -> None:
     out = tmp_path / "m.onnx"
     code, stdout, err = _cli(
@@ -218,6 +326,9 @@ def test_export_command_swaps_a_fused_softmax_backend_for_full(
     )
     assert code == 0, err
     assert "onnxruntime check on a synthetic pair" in stdout and "the same" in stdout
+    assert "attention ('sdpa', 'sdpa') -> ('full', 'full')" in err
+    compared = int(stdout.split("onnxruntime check on a synthetic pair: ")[1].split()[0])
+    assert compared > 0
     config = json.loads(
         ort.InferenceSession(str(out)).get_modelmeta().custom_metadata_map["loftr.config"]
     )

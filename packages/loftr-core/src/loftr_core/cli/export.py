@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
@@ -34,12 +34,12 @@ from loftr_core.api.pretrained import resolve_weights
 from loftr_core.cli.runner import (
     add_shared,
     check_output,
-    check_readable,
     new_parser,
     positive_int,
     run,
 )
 from loftr_core.errors import InputError
+from loftr_core.model import LoFTR
 
 __all__ = ["DEFAULT_MAX_MATCHES", "DEFAULT_SIZE", "main", "parse_size"]
 
@@ -47,7 +47,8 @@ PROG = "loftr-export"
 DEFAULT_SIZE = (640, 480)
 """``(width, height)`` exported by default: the ScanNet evaluation size, MegaDepth's 640 px."""
 DEFAULT_MAX_MATCHES = 2048
-"""``K`` by default: above the matches the official models find on most 640x480 pairs."""
+"""``K`` by default: 43% of the 4800 coarse cells of 640x480; raise it for larger sizes or lower
+thresholds (the outputs say how many were valid)."""
 log = logging.getLogger("loftr.export")
 
 EPILOG = f"""\
@@ -106,13 +107,14 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"rows of the outputs; more candidates keep the K most confident (default "
         f"{DEFAULT_MAX_MATCHES})",
     )
-    parser.add_argument(
+    check = parser.add_mutually_exclusive_group()
+    check.add_argument(
         "--check-images",
         nargs=2,
         metavar=("IMG0", "IMG1"),
         help="the pair the onnxruntime check runs on (default: a synthetic textured pair)",
     )
-    parser.add_argument(
+    check.add_argument(
         "--no-check",
         action="store_true",
         help="skip the onnxruntime check (then onnxruntime need not be installed)",
@@ -136,9 +138,12 @@ def synthetic_pair(height: int, width: int, seed: int = 0) -> tuple[np.ndarray, 
 def _run(args: argparse.Namespace) -> int:
     out = check_output(Path(args.output), "output", suffix=".onnx")
     width, height = args.size
-    if args.check_images:
-        for image in args.check_images:
-            check_readable(Path(image), "image file")
+    pair = None
+    if args.check_images:  # decoded now: a bad image is refused before the export, not after
+        pair = [
+            export_input(image, height, width, name=f"--check-images {image}")[0]
+            for image in args.check_images
+        ]
     require("onnx", "onnx")  # before a download or a model load
     require("onnxscript", "onnx")
     ort = None if args.no_check else require("onnxruntime", "onnx")
@@ -146,7 +151,8 @@ def _run(args: argparse.Namespace) -> int:
     if attention is not None and attention not in EXPORTABLE_ATTENTION:
         raise InputError(
             f"--attention {attention}: this backend does not export to ONNX; use one of "
-            f"{', '.join(EXPORTABLE_ATTENTION)} (the same weights run with any backend)"
+            f"{', '.join(EXPORTABLE_ATTENTION)} (a model built with an exact softmax backend "
+            "exports as full by itself)"
         )
     path, preset = resolve_weights(args.weights, args.preset)
     model = load_model(path, preset, attention=attention)
@@ -154,8 +160,12 @@ def _run(args: argparse.Namespace) -> int:
     wanted = tuple(exportable_attention(name) for name in stored)
     if wanted != stored:  # a model trained with a fused softmax kernel: the same function
         log.info("attention %s -> %s (the same function, and it exports)", stored, wanted)
-        overrides = {"coarse": {"attention": wanted[0]}, "fine": {"attention": wanted[1]}}
-        model = load_model(path, preset, overrides=overrides)
+        config = model.config.replace(
+            coarse={"attention": wanted[0]}, fine={"attention": wanted[1]}
+        )
+        swapped = LoFTR(config).eval()
+        swapped.load_state_dict(model.state_dict())
+        model = swapped
     check_export_size(model, height, width)
     wrapper = ExportMatcher(model, args.max_matches, args.thr)  # refuses before the export
     config = model.config
@@ -187,33 +197,18 @@ def _run(args: argparse.Namespace) -> int:
     )
     if ort is None:
         return 0
-    return _check(ort, out, wrapper, args.check_images, height, width)
-
-
-def _check(
-    ort: Any,
-    path: Path,
-    wrapper: ExportMatcher,
-    images: Sequence[str] | None,
-    height: int,
-    width: int,
-) -> int:
-    if images:
-        image0, _ = export_input(images[0], height, width, name="image0")
-        image1, _ = export_input(images[1], height, width, name="image1")
-        what = f"{images[0]} {images[1]}"
-    else:
-        image0, image1 = synthetic_pair(height, width)
-        what = "a synthetic pair"
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    result = compare_with_onnxruntime(session, wrapper, image0, image1)
+    what = "a synthetic pair" if pair is None else " ".join(args.check_images)
+    image0, image1 = synthetic_pair(height, width) if pair is None else pair
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    result = compare_with_onnxruntime(session, model, image0, image1, wrapper.thr, args.max_matches)
     if not result.ok:
         print(
             f"{PROG}: error: onnxruntime's matches differ from PyTorch's on {what}: {result}; "
-            "the file was written, but please report this with the command line"
+            "the file was written, but please report this with the command line",
+            file=sys.stderr,
         )
         return 1
-    print(f"onnxruntime check on {what}: {result} (PyTorch's answer)")
+    print(f"onnxruntime check on {what}: {result} (PyTorch's LoFTR.forward)")
     if result.valid_torch == 0:
         log.warning(
             "the check compared no matches: give a pair that overlaps with --check-images, or a "

@@ -45,6 +45,7 @@ __all__ = [
     "border_keep",
     "dual_softmax_confidence",
     "dual_softmax_matches",
+    "match_mask",
     "select_matches",
     "sinkhorn_confidence",
 ]
@@ -105,11 +106,25 @@ def border_keep(
     return keep.reshape(n, height * width)
 
 
+def match_mask(
+    row_max: Tensor, row_arg: Tensor, col_max: Tensor, thr: float, keep0: Tensor, keep1: Tensor
+) -> Tensor:
+    """The match test per image-0 cell, ``(N, L)`` bool: its row maximum is above ``thr``, is
+    also its column's maximum (mutual), and both cells survive border removal.
+
+    Args:
+        row_max, row_arg: ``(N, L)`` each row's maximum confidence and its column.
+        col_max: ``(N, S)`` each column's maximum.
+        keep0, keep1: ``(N, L)`` / ``(N, S)`` border keep masks.
+    """
+    mutual = torch.gather(col_max, 1, row_arg) == row_max
+    return (row_max > thr) & mutual & keep0 & torch.gather(keep1, 1, row_arg)
+
+
 def _finish(
     row_max: Tensor, row_arg: Tensor, col_max: Tensor, thr: float, keep0: Tensor, keep1: Tensor
 ) -> CoarseMatches:
-    mutual = torch.gather(col_max, 1, row_arg) == row_max
-    valid = (row_max > thr) & mutual & keep0 & torch.gather(keep1, 1, row_arg)
+    valid = match_mask(row_max, row_arg, col_max, thr, keep0, keep1)
     b_ids, i_ids = torch.nonzero(valid, as_tuple=True)
     return CoarseMatches(b_ids, i_ids, row_arg[b_ids, i_ids], row_max[b_ids, i_ids])
 
