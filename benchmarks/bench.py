@@ -121,6 +121,28 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
+def cuda_or_explain(script: str, device: str) -> bool:
+    """False (after saying why on stderr) when ``device`` is ``cuda`` and there is no CUDA GPU."""
+    import torch
+
+    if device != "cuda" or torch.cuda.is_available():
+        return True
+    print(
+        f"{script} needs a CUDA GPU (torch.cuda.is_available() is False here: torch "
+        f"{torch.__version__}, CUDA build {torch.version.cuda}); --device cpu dry-runs it.",
+        file=sys.stderr,
+    )
+    return False
+
+
+def device_line(device: str) -> str:
+    """The GPU (or, for a dry run, the CPU), torch and CUDA versions, for a table's header."""
+    import torch
+
+    where = torch.cuda.get_device_name() if device == "cuda" else f"cpu (dry run): {_cpu_model()}"
+    return f"{where}, torch {torch.__version__}, CUDA {torch.version.cuda}"
+
+
 # ---------------------------------------------------------------------------- models and inputs
 def _outdoor_kornia_cfg(thr: float) -> dict[str, Any]:
     import copy
@@ -194,6 +216,33 @@ def make_pair(data_dir: Path, w: int, h: int) -> dict[str, Any]:
         return torch.from_numpy(np.ascontiguousarray(x))[None, None].float()
 
     return {"image0": t(a), "image1": t(b)}
+
+
+def photos(
+    data_dir: Path, count: int, long_side: int | None = None, size: tuple[int, int] | None = None
+) -> list[Any]:
+    """The first ``count`` photos of ``phototourism_sample``, grayscale uint8: resized by the
+    original's rule to ``long_side`` (each side floored to a multiple of 8), or to exactly
+    ``size`` (w, h)."""
+    import cv2
+    import numpy as np
+
+    from loftr_core.api.image_io import resize_long_side
+
+    paths = sorted((data_dir / "phototourism_sample").glob("*.jpg"))[:count]
+    if len(paths) < count:
+        raise SystemExit(
+            f"need {count} photos in {data_dir / 'phototourism_sample'}, found {len(paths)}"
+        )
+    out = []
+    for path in paths:
+        gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        if size is not None:
+            gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+        elif long_side is not None:
+            gray = resize_long_side(gray, long_side)[0]
+        out.append(np.ascontiguousarray(gray))
+    return out
 
 
 def make_weights(pair: dict[str, Any]) -> dict[str, Any]:

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Every GPU check of this repo in one run, for a bare CUDA machine with no registry access:
-# the `gpu`-marked tests, the attention backends' CUDA check and the ours-vs-kornia GPU table.
+# the `gpu`-marked tests, the attention backends' CUDA check, the ours-vs-kornia latency table
+# with its fast modes and the issue-17 target lines (bench_gpu.py), the matmul peaks against the
+# stages' TFLOP/s (gpu_limits.py), pairs/s on an image list (throughput_bench.py) and training
+# step time, eager vs compiled, per attention backend (train_bench.py).
 #
 # Usage (repo root):  WHEELS=dir LOFTR_SHARED_DATA=dir OUT=dir bash benchmarks/bench_gpu.sh
 #   WHEELS             wheels to install first (the four loftr packages and kornia + kornia_rs for
@@ -9,7 +12,13 @@
 #                      Unset: use what is installed.
 #   LOFTR_SHARED_DATA  the shared data folder (default ../shared/data)
 #   OUT                where the logs go (default /tmp/loftr-gpu)
-# Each step has its own time limit, so one that hangs does not take the others with it.
+#   STEPS              which steps to run (default "tests attention bench limits throughput train")
+#   *_S, *_ARGS        each step's time limit in seconds and extra arguments (below)
+# Each step has its own time limit, so one that hangs does not take the others with it. The
+# defaults add up to about 9 minutes; the device tool allows 10 per call, so run it in two calls
+# (e.g. STEPS="tests attention bench", then STEPS="limits throughput train") when the machine is
+# slow to warm up. The data folder must travel with the call: copy megadepth_sample/ and
+# phototourism_sample/ into an ignored folder of the checkout and pass it as LOFTR_SHARED_DATA.
 set -uo pipefail
 OUT=${OUT:-/tmp/loftr-gpu}
 mkdir -p "$OUT"
@@ -23,10 +32,23 @@ fi
 status=0
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 | tee "$OUT/env.txt"
 "$PY" -c "import torch, kornia, loftr_core; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'kornia', kornia.__version__, 'loftr_core', loftr_core.__version__)" 2>&1 | tee -a "$OUT/env.txt"
-echo "== gpu tests"
-timeout "${TESTS_S:-150}" "$PY" -m pytest -m gpu -q -rs -p no:cacheprovider packages 2>&1 | tee "$OUT/gpu_tests.txt" || status=1
-echo "== attention backends on CUDA"
-timeout "${ATTENTION_S:-90}" "$PY" benchmarks/attention_gpu_check.py --require-cuda 2>&1 | tee "$OUT/attention_gpu.txt" || status=1
-echo "== ours vs kornia"
-timeout "${BENCH_S:-330}" "$PY" benchmarks/bench_gpu.py --markdown ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench_gpu.txt" || status=1
+STEPS=${STEPS:-tests attention bench limits throughput train}
+step() {  # name, limit (s), command...: run it unless STEPS leaves it out
+  local name=$1 limit=$2
+  shift 2
+  [[ " $STEPS " == *" $name "* ]] || return 0
+  echo "== $name (limit ${limit} s)"
+  timeout "$limit" "$@" 2>&1 | tee "$OUT/$name.txt"
+  [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
+}
+step tests "${TESTS_S:-60}" "$PY" -m pytest -m gpu -q -rs -p no:cacheprovider packages
+step attention "${ATTENTION_S:-45}" "$PY" benchmarks/attention_gpu_check.py --require-cuda
+# shellcheck disable=SC2086  # the *_ARGS are word lists
+step bench "${BENCH_S:-240}" "$PY" benchmarks/bench_gpu.py --markdown ${BENCH_ARGS:---runs 10}
+# shellcheck disable=SC2086
+step limits "${LIMITS_S:-30}" "$PY" benchmarks/gpu_limits.py --markdown ${LIMITS_ARGS:-}
+# shellcheck disable=SC2086
+step throughput "${THROUGHPUT_S:-45}" "$PY" benchmarks/throughput_bench.py --markdown ${THROUGHPUT_ARGS:-}
+# shellcheck disable=SC2086
+step train "${TRAIN_S:-120}" "$PY" benchmarks/train_bench.py --markdown ${TRAIN_ARGS:---steps 8}
 exit $status

@@ -44,31 +44,13 @@ from bench import (  # the sibling script: its weights, RSS probe, table and com
     compare,
     make_pair,
     make_weights,
+    photos,
 )
 from bench import (
     _child as bench_child,
 )
 
 MODES = ("kornia", "ours per pair", "ours cached")
-
-
-def _images(data: Path, count: int, long_side: int) -> list[Any]:
-    import cv2
-    import numpy as np
-
-    from loftr_core.api.image_io import resize_long_side
-
-    paths = sorted((data / "phototourism_sample").glob("*.jpg"))[:count]
-    if len(paths) < count:
-        raise SystemExit(
-            f"need {count} photos in {data / 'phototourism_sample'}, found {len(paths)}"
-        )
-    out = []
-    for path in paths:
-        gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-        resized, _ = resize_long_side(gray, long_side)
-        out.append(np.ascontiguousarray(resized))
-    return out
 
 
 def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
@@ -153,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
 
     data = args.data or Path(os.environ.get("LOFTR_SHARED_DATA", DEFAULT_DATA))
     tmp = Path(tempfile.mkdtemp(prefix="loftr-pairs-bench-"))
-    images = _images(data, args.images, args.long_side)
+    images = photos(data, args.images, long_side=args.long_side)
     image_files = []
     for k, image in enumerate(images):
         image_files.append(str(tmp / f"image{k}.npy"))
