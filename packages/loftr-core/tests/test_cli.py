@@ -83,15 +83,17 @@ def test_single_pair_writes_plot_and_matches(
     png, npz = tmp_path / "m.png", tmp_path / "m.npz"
     code, out, err = _run(
         capsys, files["a"], files["b"], "--weights", files["w"], "--thr", "0", "--out", png,
-        "--save", npz, "--K0", K0, "--K1", K1, "--max-matches", "40",
+        "--save", npz, "--K0", K0, "--K1", K1, "--max-matches", "50",
     )  # fmt: skip
+    # (50, not 40: OpenCV 5.1.0's RANSAC asserts on this tiny model's 40 best matches, which
+    # 4.13 and 5.0 accept; estimate_pose then says so and gives no pose, test_geometry)
     assert code == 0, err
     data = np.load(npz)
     n = len(data["confidence"])
-    assert out.splitlines()[0] == f"matches: {n}" and 0 < n <= 40
+    assert out.splitlines()[0] == f"matches: {n}" and 0 < n <= 50
     assert f"inliers: {int(data['inliers'].sum())}" in out and data["R"].shape == (3, 3)
     # the CLI's matches are the API's matches
-    ref = Matcher.from_checkpoint(files["w"], threshold=0.0, max_matches=40).match(
+    ref = Matcher.from_checkpoint(files["w"], threshold=0.0, max_matches=50).match(
         files["a"], files["b"]
     )
     np.testing.assert_array_equal(data["keypoints0"], ref.keypoints0)

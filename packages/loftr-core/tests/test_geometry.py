@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import cv2
 import numpy as np
 import pytest
@@ -62,6 +64,26 @@ def test_estimate_pose_rejects_outliers() -> None:
 def test_estimate_pose_needs_five_matches() -> None:
     kpts0, kpts1, _, _, _ = _scene(n=4)
     assert estimate_pose(kpts0, kpts1, K0, K1) is None
+
+
+def test_opencv_failure_is_no_pose_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An OpenCV error inside RANSAC (5.1.0's five-point solver asserts on some near-degenerate
+    sets) is a pair without a pose, logged with OpenCV's reason, not a crash."""
+    kpts0, kpts1, _, _, _ = _scene()
+    assert estimate_pose(kpts0, kpts1, K0, K1) is not None
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise cv2.error(
+            "OpenCV(5.1.0) mathfuncs.cpp:1601: error: (-215:Assertion failed) in solvePoly"
+        )
+
+    monkeypatch.setattr(cv2, "findEssentialMat", fail)
+    with caplog.at_level(logging.WARNING, logger="loftr_core.api.geometry"):
+        assert estimate_pose(kpts0, kpts1, K0, K1) is None
+    assert f"could not estimate a pose from {len(kpts0)} matches" in caplog.text
+    assert "solvePoly" in caplog.text and "poselib" in caplog.text
 
 
 def test_pose_error_known_angles() -> None:

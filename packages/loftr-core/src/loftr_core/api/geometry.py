@@ -204,20 +204,33 @@ def estimate_pose(
     n0 = _normalise(p0, K0m)
     n1 = _normalise(p1, K1m)
     ransac_thr = threshold_px / float(np.mean([K0m[0, 0], K1m[1, 1], K0m[0, 0], K1m[1, 1]]))
-    E, mask = cv2.findEssentialMat(
-        n0, n1, np.eye(3), threshold=ransac_thr, prob=confidence, method=cv2.RANSAC
-    )
-    if E is None or mask is None:
+    try:
+        E, mask = cv2.findEssentialMat(
+            n0, n1, np.eye(3), threshold=ransac_thr, prob=confidence, method=cv2.RANSAC
+        )
+        if E is None or mask is None:
+            return None
+        best: PoseEstimate | None = None
+        best_n = 0
+        for E_k in np.split(E, len(E) // 3):
+            # The return arity differs across OpenCV versions (4 or 5 values): index, don't unpack.
+            result = cv2.recoverPose(E_k, n0, n1, np.eye(3), 1e9, mask=mask)
+            n, R, t = int(result[0]), np.asarray(result[1]), np.asarray(result[2])
+            if n > best_n:
+                best_n = n
+                best = PoseEstimate(R=R.copy(), t=t[:, 0].copy(), inliers=mask.ravel() > 0)
+    except cv2.error as exc:
+        # OpenCV 5.1.0's five-point solver asserts (solvePoly) on some near-degenerate match
+        # sets that 4.x and 5.0 accept: a pose that cannot be estimated, not a crash
+        reason = str(exc).strip().splitlines()[-1][:160]
+        logger.warning(
+            "estimate_pose: OpenCV %s could not estimate a pose from %d matches (%s); no pose "
+            "for this pair (estimator='poselib' is another option)",
+            cv2.__version__,
+            len(p0),
+            reason,
+        )
         return None
-    best: PoseEstimate | None = None
-    best_n = 0
-    for E_k in np.split(E, len(E) // 3):
-        # The return arity differs across OpenCV versions (4 or 5 values): index, don't unpack.
-        result = cv2.recoverPose(E_k, n0, n1, np.eye(3), 1e9, mask=mask)
-        n, R, t = int(result[0]), np.asarray(result[1]), np.asarray(result[2])
-        if n > best_n:
-            best_n = n
-            best = PoseEstimate(R=R.copy(), t=t[:, 0].copy(), inliers=mask.ravel() > 0)
     return best
 
 
