@@ -45,6 +45,7 @@ import os
 import statistics
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,8 @@ def _case(
 
     @contextlib.contextmanager
     def ctx() -> Any:
+        if "graphs" in tokens:  # a new CUDA-graph step: earlier calls' outputs may be reused
+            torch.compiler.cudagraph_mark_step_begin()
         saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
         try:
@@ -114,7 +117,9 @@ def _case(
 
     def graph_counts() -> str:
         graphs = counters["stats"].get("unique_graphs", 0)
-        return f"{graphs} graphs, {sum(counters['recompiles'].values())} recompiles"
+        text = f"{graphs} graphs, {sum(counters['recompiles'].values())} recompiles"
+        skips = sum(counters["inductor"].get(k, 0) for k in ("cudagraph_skips",))
+        return text + (f", {skips} CUDA-graph skips" if "graphs" in tokens else "")
 
     if cuda:
         torch.cuda.empty_cache()
@@ -176,12 +181,20 @@ def _case(
         if cuda:
             from torch.profiler import ProfilerActivity, profile
 
-            with torch.inference_mode(), profile(activities=[ProfilerActivity.CUDA]) as prof:
-                with ctx():
-                    model(dict(data))
-                sync()
-            res["kernels"] = prof.key_averages().table(sort_by="cuda_time_total", row_limit=12)
+            try:
+                with torch.inference_mode(), profile(activities=[ProfilerActivity.CUDA]) as prof:
+                    with ctx():
+                        model(dict(data))
+                    sync()
+                res["kernels"] = prof.key_averages().table(sort_by="cuda_time_total", row_limit=12)
+            except Exception as exc:  # the profile is extra: never lose the case for it
+                res["kernels"] = f"(profiler failed: {type(exc).__name__}: {exc})"
     del model, out
+    if compiled:  # drop the graphs and CUDA-graph pools, so later cases' peaks are their own
+        import gc
+
+        torch._dynamo.reset()
+        gc.collect()
     if cuda:
         torch.cuda.empty_cache()
     return res
@@ -253,13 +266,14 @@ def main(argv: list[str] | None = None) -> int:
                     impl, mode, pair, thr, weights, args.runs, args.device, mode in STAGE_MODES
                 )
             except Exception as exc:  # report and go on (e.g. out of memory)
+                traceback.print_exc()  # the whole cause in the log; the table gets its start
                 results[impl, mode] = {"error": f"{type(exc).__name__}: {exc}"[:60]}
         ref = results.get(("ours", "fp32+nchw"), {}).get("out")
         kref = results.get(("kornia", "fp32"), {}).get("out")
         for (impl, mode), res in results.items():
             row = [f"{w}x{h}", impl, mode]
             if "error" in res:
-                rows.append([*row, "-", res["error"], *["-"] * 8])
+                rows.append([*row, "-", res["error"], *["-"] * 7])
                 continue
             base = "+".join(t for t in mode.split("+") if t not in ("nchw", "nhwc"))
             k = results.get(("kornia", base), {})
@@ -274,8 +288,9 @@ def main(argv: list[str] | None = None) -> int:
             }
             acc = "-"
             if ref is not None and (impl, mode) != ("ours", "fp32+nchw"):
-                res["within_1px"] = bench.compare(ref, res["out"])["within_1px"]
-                acc = f"{100 * res['within_1px']:.1f}% <=1px"
+                cmp_ref = bench.compare(ref, res["out"])
+                res["within_1px"], res["recall_1px"] = cmp_ref["within_1px"], cmp_ref["recall_1px"]
+                acc = f"{100 * res['within_1px']:.1f}% <=1px, recall {100 * res['recall_1px']:.0f}%"
             if kref is not None:
                 cmp = bench.compare(kref, res["out"])
                 res["as_kornia"] = cmp["same_cells0"] and cmp["max_dkpt1_px"] <= 1e-3
@@ -303,9 +318,9 @@ def main(argv: list[str] | None = None) -> int:
         print(bench._table(rows, args.markdown), flush=True)  # after each size: partial results
         print("Stages (ms, median; synchronised around each stage):")
         print(bench._table(stage_rows, args.markdown), flush=True)
-    print("Issue 17 targets, from what was measured:")
-    for line in targets(measured):
-        print("  " + line, flush=True)
+        print("Issue 17 targets, from what was measured so far:")
+        for line in targets(measured):
+            print("  " + line, flush=True)
     return 0
 
 
@@ -335,14 +350,18 @@ def targets(measured: dict[tuple[int, int], dict[tuple[str, str], dict[str, Any]
                          f"(target <= 0.70): {verdict}")  # fmt: skip
         else:
             lines.append(f"fp32 {w}x{h}: no fp32 mode of ours gave kornia's matches: FAIL")
+        if not ok(results.get(("ours", "fp32+nchw"), {})):
+            lines.append(f"fast {w}x{h}: no reference (ours fp32+nchw failed), nothing to compare")
+            continue
         fast = [
             (r["median_s"], m, r["within_1px"])
             for (impl, m), r in results.items()
             if impl == "ours" and ok(r) and r.get("within_1px", 0.0) >= 0.95
-            and "softmax" not in m
+            and r.get("recall_1px", 0.0) >= 0.95 and "softmax" not in m
         ]  # fmt: skip
         if not fast:
-            lines.append(f"fast {w}x{h}: no mode with >= 95% of matches within 1 px: FAIL")
+            lines.append(f"fast {w}x{h}: no mode with >= 95% of its matches within 1 px of our "
+                         "fp32 (and >= 95% of ours kept): FAIL")  # fmt: skip
             continue
         t, m, acc = min(fast)
         goals = [f"{t / k32:.2f}x kornia fp32"]

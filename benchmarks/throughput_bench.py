@@ -35,6 +35,7 @@ import os
 import statistics
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,36 @@ def _split(out: dict[str, Any], n: int) -> Outputs:
     return [{k: out[k][b == i].float().cpu() for k in KEYS} for i in range(n)]
 
 
+def _rows(results: dict[str, dict[str, Any]]) -> list[list[str]]:
+    """The table so far: pairs/s, ratio, memory, matches and accuracy per measured mode."""
+    import numpy as np
+
+    rows = [["mode", "pairs/s", "vs kornia loop", "peak GPU MiB", "matches/pair", "accuracy"]]
+    base = results.get("kornia loop", {}).get("pairs_s")
+    for name, res in results.items():
+        if "error" in res:
+            rows.append([name, res["error"], "-", "-", "-", "-"])
+            continue
+        bf16 = name.endswith("bf16")
+        ref_name = "ours batched" if bf16 else "kornia loop"
+        ref = results.get(ref_name, {}).get("outs")
+        acc = "-"
+        if ref is not None and name != ref_name:
+            cmps = [bench.compare(a, b) for a, b in zip(ref, res["outs"], strict=True)]
+            if bf16:
+                share = statistics.mean(c["within_1px"] for c in cmps)
+                acc = f"{100 * share:.1f}% <=1px of our fp32"
+            else:
+                same = sum(c["same_cells0"] and c["max_dkpt1_px"] <= 1e-3 for c in cmps)
+                acc = f"{same}/{len(cmps)} pairs = kornia"
+        rows.append([
+            name, f"{res['pairs_s']:.2f}", f"{res['pairs_s'] / base:.2f}" if base else "-",
+            f"{res['peak_mib']:.0f}",
+            f"{np.mean([o['keypoints0'].shape[0] for o in res['outs']]):.0f}", acc,
+        ])  # fmt: skip
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Pairs/s on an image list: ours vs kornia.")
     parser.add_argument("--device", default="cuda", help="cuda; cpu only dry-runs the logic")
@@ -71,7 +102,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     data_dir = args.data or Path(os.environ.get("LOFTR_SHARED_DATA", bench.DEFAULT_DATA))
 
-    import numpy as np
     import torch
 
     from loftr_core import Matcher
@@ -160,9 +190,9 @@ def main(argv: list[str] | None = None) -> int:
             (f"Matcher batch_size={args.batch}{tag}", lambda bf16=bf16: matcher(bf16, args.batch)),
             (f"Matcher cached{tag}", lambda bf16=bf16: matcher(bf16, 1)),
         ]
-    rows = [["mode", "pairs/s", "vs kornia loop", "peak GPU MiB", "matches/pair", "accuracy"]]
     results: dict[str, dict[str, Any]] = {}
     for name, make in modes:
+        run = None
         try:
             run = make()
             if cuda:
@@ -183,31 +213,10 @@ def main(argv: list[str] | None = None) -> int:
                 "outs": outs,
             }
         except Exception as exc:  # report and go on (e.g. out of memory)
+            traceback.print_exc()
             results[name] = {"error": f"{type(exc).__name__}: {exc}"[:80]}
         del run
-    base = results.get("kornia loop", {}).get("pairs_s")
-    for name, res in results.items():
-        if "error" in res:
-            rows.append([name, res["error"], "-", "-", "-", "-"])
-            continue
-        bf16 = name.endswith("bf16")
-        ref_name = "ours batched" if bf16 else "kornia loop"
-        ref = results.get(ref_name, {}).get("outs")
-        acc = "-"
-        if ref is not None and name != ref_name:
-            cmps = [bench.compare(a, b) for a, b in zip(ref, res["outs"], strict=True)]
-            if bf16:
-                share = statistics.mean(c["within_1px"] for c in cmps)
-                acc = f"{100 * share:.1f}% <=1px of our fp32"
-            else:
-                same = sum(c["same_cells0"] and c["max_dkpt1_px"] <= 1e-3 for c in cmps)
-                acc = f"{same}/{len(cmps)} pairs = kornia"
-        rows.append([
-            name, f"{res['pairs_s']:.2f}", f"{res['pairs_s'] / base:.2f}" if base else "-",
-            f"{res['peak_mib']:.0f}",
-            f"{np.mean([o['keypoints0'].shape[0] for o in res['outs']]):.0f}", acc,
-        ])  # fmt: skip
-    print(bench._table(rows, args.markdown), flush=True)
+        print(bench._table(_rows(results), args.markdown), flush=True)  # partial results
     return 0
 
 

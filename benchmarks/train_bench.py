@@ -10,7 +10,8 @@ Each case is one ``loftr_train.Trainer`` run (the path ``loftr-train`` takes) in
 so peak memory and dynamo's counters never mix: synthetic homographies of procedural textures
 (no data needed), the official architecture (``model.preset=outdoor_ds``, random weights) built
 with the case's attention backend in both transformers (``linear``, the official; ``flash`` and
-``memory_efficient``, the softmax kernels one would train a new model with), ``trainer.precision``
+``memory_efficient``, the softmax kernels one would train a new model with; a ``flash`` model's
+fine transformer uses ``sdpa``, since the fine stage runs in float32 and flash needs 16 bits), ``trainer.precision``
 (bf16 by default), ``trainer.compile`` off or on. Validation and checkpoints are off during the
 timed steps.
 
@@ -59,7 +60,9 @@ def _config(spec: dict[str, Any], run_dir: Path) -> Any:
     attention = spec["backend"]
     options: dict[str, Any] = {
         "coarse": {"attention": attention},
-        "fine": {"attention": attention},
+        # the fine stage runs in float32 even under autocast, which SDPA's flash kernel refuses
+        # on CUDA (16-bit only): a flash model's fine stage gets SDPA's own kernel choice
+        "fine": {"attention": "sdpa" if attention == "flash" else attention},
         "match_coarse": {"train_coarse_percent": 0.3, "train_pad_num_gt_min": 200},
     }
     if spec["tiny"]:
@@ -163,7 +166,9 @@ def _child(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
         if line.startswith("RESULT "):
             result: dict[str, Any] = json.loads(line[len("RESULT ") :])
             return result
-    tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+    lines = (proc.stderr or proc.stdout).strip().splitlines()
+    print("\n".join(lines[-40:]), file=sys.stderr, flush=True)  # the cause, in the log
+    tail = lines[-1:] or ["no output"]
     return {"error": f"exit {proc.returncode}: {tail[0][:120]}"}
 
 
@@ -197,38 +202,39 @@ def main(argv: list[str] | None = None) -> int:
     rows = [["attention", "mode", "step ms", "vs eager linear", "pairs/s", "peak MiB",
              "first step s", "graphs after step 1 / end", "recompiles", "loss_c, loss_f step 1"]]  # fmt: skip
     base: float | None = None
-    for backend in args.backends:
-        for compiled in (False,) if args.no_compile else (False, True):
-            spec = {
-                "backend": backend,
-                "compile": compiled,
-                "device": args.device,
-                "size": args.size,
-                "batch": args.batch,
-                "steps": args.steps,
-                "warmup": args.warmup,
-                "precision": args.precision,
-                "workers": args.workers,
-                "tiny": args.tiny,
-            }
-            res = _child(spec, args.timeout)
-            mode = "compiled" if compiled else "eager"
-            if "error" in res:
-                rows.append([backend, mode, "-", res["error"], *["-"] * 6])
-                print(bench._table(rows, args.markdown), flush=True)
-                continue
-            if base is None and backend == "linear" and not compiled:
-                base = res["median_s"]
-            ratio = f"{res['median_s'] / base:.2f}" if base else "-"
-            first, end = res["after_first"], res["at_end"]
-            losses = ", ".join(f"{v:.4f}" for v in res["losses"].values())
-            rows.append([
-                backend, mode, f"{1000 * res['median_s']:.1f}", ratio,
-                f"{args.batch / res['median_s']:.2f}", f"{res['peak_mib']:.0f}",
-                f"{res['first_s']:.1f}", f"{first['graphs']} / {end['graphs']}",
-                str(end["recompiles"]), losses,
-            ])  # fmt: skip
-            print(bench._table(rows, args.markdown), flush=True)  # after each case: partial results
+    order = [(b, False) for b in args.backends]  # every eager case first: compiling is slow
+    order += [] if args.no_compile else [(b, True) for b in args.backends]
+    for backend, compiled in order:
+        spec = {
+            "backend": backend,
+            "compile": compiled,
+            "device": args.device,
+            "size": args.size,
+            "batch": args.batch,
+            "steps": args.steps,
+            "warmup": args.warmup,
+            "precision": args.precision,
+            "workers": args.workers,
+            "tiny": args.tiny,
+        }
+        res = _child(spec, args.timeout)
+        mode = "compiled" if compiled else "eager"
+        if "error" in res:
+            rows.append([backend, mode, "-", res["error"], *["-"] * 6])
+            print(bench._table(rows, args.markdown), flush=True)
+            continue
+        if base is None and backend == "linear" and not compiled:
+            base = res["median_s"]
+        ratio = f"{res['median_s'] / base:.2f}" if base else "-"
+        first, end = res["after_first"], res["at_end"]
+        losses = ", ".join(f"{v:.4f}" for v in res["losses"].values())
+        rows.append([
+            backend, mode, f"{1000 * res['median_s']:.1f}", ratio,
+            f"{args.batch / res['median_s']:.2f}", f"{res['peak_mib']:.0f}",
+            f"{res['first_s']:.1f}", f"{first['graphs']} / {end['graphs']}",
+            str(end["recompiles"]), losses,
+        ])  # fmt: skip
+        print(bench._table(rows, args.markdown), flush=True)  # after each case: partial results
     return 0
 
 
