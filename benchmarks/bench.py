@@ -51,6 +51,7 @@ The machine's cores may be shared; check ``uptime`` before trusting a table.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -60,6 +61,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +135,20 @@ def cuda_or_explain(script: str, device: str) -> bool:
         file=sys.stderr,
     )
     return False
+
+
+@contextlib.contextmanager
+def gpu_precision(device: str, *, tf32: bool = False, bf16: bool = False) -> Iterator[None]:
+    """TF32 matmuls and convolutions on or off (restored after) and bf16 autocast or not."""
+    import torch
+
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
+    try:
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def device_line(device: str) -> str:

@@ -107,18 +107,13 @@ def _case(
     def ctx() -> Any:
         if "graphs" in tokens:  # a new CUDA-graph step: earlier calls' outputs may be reused
             torch.compiler.cudagraph_mark_step_begin()
-        saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
-        try:
-            with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
-                yield
-        finally:
-            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+        with bench.gpu_precision(device, tf32=tf32, bf16=bf16):
+            yield
 
     def graph_counts() -> str:
         graphs = counters["stats"].get("unique_graphs", 0)
         text = f"{graphs} graphs, {sum(counters['recompiles'].values())} recompiles"
-        skips = sum(counters["inductor"].get(k, 0) for k in ("cudagraph_skips",))
+        skips = counters["inductor"].get("cudagraph_skips", 0)
         return text + (f", {skips} CUDA-graph skips" if "graphs" in tokens else "")
 
     if cuda:

@@ -25,7 +25,7 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,21 +37,9 @@ PRECISIONS = ("fp32", "tf32", "bf16")
 STAGES = ("backbone", "loftr_coarse")
 
 
-@contextlib.contextmanager
-def precision(name: str, device: str) -> Iterator[None]:
-    """TF32 on for ``tf32`` only (restored after); bf16 autocast for ``bf16``."""
-    import torch
-
-    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = name == "tf32"
-    try:
-        if name == "bf16":
-            with torch.autocast(device, dtype=torch.bfloat16):
-                yield
-        else:
-            yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+def precision(name: str, device: str) -> contextlib.AbstractContextManager[None]:
+    """TF32 on for ``tf32`` only; bf16 autocast for ``bf16``."""
+    return bench.gpu_precision(device, tf32=name == "tf32", bf16=name == "bf16")
 
 
 def _median_s(fn: Callable[[], Any], runs: int, sync: Callable[[], None]) -> float:

@@ -1,4 +1,4 @@
-"""Training speed: step time and peak memory, eager vs ``trainer.compile``, per attention backend.
+"""Training speed: step time and peak memory, eager vs ``trainer.execution.compile``, per attention backend.
 
 Usage::
 
@@ -12,7 +12,7 @@ so peak memory and dynamo's counters never mix: synthetic homographies of proced
 with the case's attention backend in both transformers (``linear``, the official; ``flash`` and
 ``memory_efficient``, the softmax kernels one would train a new model with; a ``flash`` model's
 fine transformer uses ``sdpa``, since the fine stage runs in float32 and flash needs 16 bits), ``trainer.precision``
-(bf16 by default), ``trainer.compile`` off or on. Validation and checkpoints are off during the
+(bf16 by default), ``trainer.execution.compile`` off or on. Validation and checkpoints are off during the
 timed steps.
 
 Per case: the median step time over the steps after the first ``--warmup`` (synchronised: from
@@ -85,7 +85,7 @@ def _config(spec: dict[str, Any], run_dir: Path) -> Any:
         "trainer.val_every_n_epochs=0",
         f"trainer.device={spec['device']}",
         f"trainer.precision={spec['precision']}",
-        f"trainer.compile={str(spec['compile']).lower()}",
+        f"trainer.execution.compile={str(spec['compile']).lower()}",
         "checkpoint.every_n_steps=null",
         "checkpoint.every_n_epochs=null",
         "logging.progress_bar=false",

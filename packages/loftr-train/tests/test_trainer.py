@@ -266,7 +266,8 @@ class _Float64Steps(TrainerCallbacks):
 def test_compiled_training_gives_the_eager_losses(
     tmp_path: Path, tiny: Callable[..., TrainConfig], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``trainer.compile=true`` (``LoFTR.compile_stages``) trains the same model as eager: the
+    """``trainer.execution.compile=true`` (``LoFTR.compile_stages``) trains the same model as
+    eager: the
     same losses over 3 steps of the tiny synthetic run (within 1e-4), the same weights after
     them, and no recompilation after the first step (in training the fine stage sees the fixed
     budget of predictions and ground-truth pads; test_precision shows that a new match count at
@@ -287,7 +288,7 @@ def test_compiled_training_gives_the_eager_losses(
     weights: dict[bool, dict[str, torch.Tensor]] = {}
     for compiled in (False, True):
         run = tmp_path / f"run-{compiled}"
-        flag = f"trainer.compile={str(compiled).lower()}"
+        flag = f"trainer.execution.compile={str(compiled).lower()}"
         cfg = tiny(run, "trainer.max_steps=3", "trainer.val_every_n_epochs=0", flag)
         runs[compiled] = _Float64Steps()
         Trainer(cfg, callbacks=[runs[compiled]]).fit()

@@ -267,10 +267,6 @@ class TrainerConfig:
         execution: how the model runs in training and validation, as fields of
             :class:`loftr_core.ExecutionOptions` over its defaults (e.g. ``{"onednn": false}``
             or ``{"coarse_chunk_elements": 1000000}``); not part of the model or its checkpoint.
-        compile: ``torch.compile`` the model's static-shape stages before training
-            (``LoFTR.compile_stages``: backbone and coarse transformer as they are, the fine
-            transformer with ``dynamic=True`` so a new number of matches does not recompile).
-            The first steps pay the compilation; the checkpoint is the same.
     """
 
     max_epochs: int = 30
@@ -288,7 +284,6 @@ class TrainerConfig:
     val_loss: bool = True
     num_threads: int | None = None
     execution: dict[str, Any] = field(default_factory=dict)
-    compile: bool = False
 
     def __post_init__(self) -> None:
         freeze_dicts(self, "execution")

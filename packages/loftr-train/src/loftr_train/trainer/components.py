@@ -137,8 +137,6 @@ def build_components(cfg: TrainConfig, ctx: DistContext) -> TrainComponents:
     precision = cfg.trainer.precision
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=precision == "fp16")
-    if cfg.trainer.compile:
-        model.compile_stages()  # after the layout change: the graphs see the final strides
     raw_step = TrainStepModule(model)
     step_module: nn.Module = raw_step
     if ctx.distributed:
