@@ -20,8 +20,12 @@ import numpy as np
 from loftr_core._version import __version__
 from loftr_core.api.checkpoint import load_model
 from loftr_core.api.export import (
+    CONFIDENCE_TOL,
     EXPORTABLE_ATTENTION,
+    KEYPOINT_TOL_PX,
     OPSET,
+    ROUNDING_CONFIDENCE,
+    ROUNDING_KEYPOINT_PX,
     ExportMatcher,
     check_export_size,
     compare_with_onnxruntime,
@@ -201,7 +205,7 @@ def _run(args: argparse.Namespace) -> int:
     image0, image1 = synthetic_pair(height, width) if pair is None else pair
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     result = compare_with_onnxruntime(session, model, image0, image1, wrapper.thr, args.max_matches)
-    if not result.ok:
+    if not result.within_rounding:
         print(
             f"{PROG}: error: onnxruntime's matches differ from PyTorch's on {what}: {result}; "
             "the file was written, but please report this with the command line",
@@ -209,6 +213,16 @@ def _run(args: argparse.Namespace) -> int:
         )
         return 1
     print(f"onnxruntime check on {what}: {result} (PyTorch's LoFTR.forward)")
+    if not result.ok:
+        log.warning(
+            "the keypoints or confidences differ by more than %g px / %g but by less than %g px "
+            "/ %g: float32 rounding on this CPU's kernels (PyTorch's own CPU paths differ by "
+            "as much), not a different computation",
+            KEYPOINT_TOL_PX,
+            CONFIDENCE_TOL,
+            ROUNDING_KEYPOINT_PX,
+            ROUNDING_CONFIDENCE,
+        )
     if result.valid_torch == 0:
         log.warning(
             "the check compared no matches: give a pair that overlaps with --check-images, or a "
